@@ -1,0 +1,3 @@
+"""The feedback family of components (see docs/components.md)."""
+
+__all__: list[str] = []

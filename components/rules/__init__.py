@@ -1,0 +1,3 @@
+"""The rules family of components (see docs/components.md)."""
+
+__all__: list[str] = []

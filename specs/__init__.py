@@ -1,0 +1,3 @@
+"""The dock: specifications, learnware packages, the spec registry and the task library."""
+
+__all__: list[str] = []
