@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -23,8 +24,8 @@ class Gain(Component):
 
     name = "test.gain"
     differentiable = True
-    input_schema = {"x": {"axes": "tyx", "units": "s"}}
-    output_schema = {"output": {"axes": "tyx", "units": "s"}}
+    input_schema: ClassVar[dict] = {"x": {"axes": "tyx", "units": "s"}}
+    output_schema: ClassVar[dict] = {"output": {"axes": "tyx", "units": "s"}}
 
     def __init__(self, *, gain: float = 1.0) -> None:
         super().__init__(gain=gain)
@@ -37,8 +38,8 @@ class Gain(Component):
 class Offset(Component):
     name = "test.offset"
     differentiable = True
-    input_schema = {"x": {"axes": "tyx", "units": "s"}}
-    output_schema = {"output": {"axes": "tyx", "units": "s"}}
+    input_schema: ClassVar[dict] = {"x": {"axes": "tyx", "units": "s"}}
+    output_schema: ClassVar[dict] = {"output": {"axes": "tyx", "units": "s"}}
 
     def __init__(self, *, offset: float = 0.0) -> None:
         super().__init__(offset=offset)
@@ -56,8 +57,8 @@ class Clip(Component):
 
     name = "test.clip"
     differentiable = False
-    input_schema = {"x": {"axes": "tyx"}}
-    output_schema = {"output": {"axes": "tyx"}}
+    input_schema: ClassVar[dict] = {"x": {"axes": "tyx"}}
+    output_schema: ClassVar[dict] = {"output": {"axes": "tyx"}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.round(x)
@@ -68,8 +69,8 @@ class FrameSum(Component):
 
     name = "test.framesum"
     differentiable = True
-    input_schema = {"x": {"axes": "tyx"}}
-    output_schema = {"series": {"axes": "t", "units": "s"}}
+    input_schema: ClassVar[dict] = {"x": {"axes": "tyx"}}
+    output_schema: ClassVar[dict] = {"series": {"axes": "t", "units": "s"}}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(dim=(-1, -2))
@@ -80,8 +81,8 @@ class Spatial(Component):
 
     name = "test.spatial"
     differentiable = True
-    input_schema = {"volume": {"axes": "zyx"}}
-    output_schema = {"output": {"axes": "zyx"}}
+    input_schema: ClassVar[dict] = {"volume": {"axes": "zyx"}}
+    output_schema: ClassVar[dict] = {"output": {"axes": "zyx"}}
     calls = 0
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
@@ -143,7 +144,9 @@ def test_adapter_axis_order_and_units() -> None:
         inputs={"x": {"axes": "tyx", "units": "s"}},
         schemas={"a": {"outputs": {"output": {"axes": "yxt", "units": "ms"}}}},
     )
-    assert len(p.adapters) == 1 and "axis order" in p.adapters[0] and "units ms -> s" in p.adapters[0]
+    assert (
+        len(p.adapters) == 1 and "axis order" in p.adapters[0] and "units ms -> s" in p.adapters[0]
+    )
     assert p.stage_names() == ["a", "b__adapt_x", "b"]
     assert isinstance(p.stages["b__adapt_x"], Adapter)
     x = torch.rand(5, 4, 3, dtype=torch.float64)  # declared yxt by stage a
@@ -161,7 +164,9 @@ def test_adapter_singleton_dtype_and_batch_axes() -> None:
         Adapter(steps, why)(torch.zeros(2, 3, 3))
     assert Adapter(steps, why)(torch.zeros(1, 3, 3)).shape == (3, 3)
     # '*' accepts extra leading axes; float dtypes are one family (no cast)
-    assert plan_adapter(PortSchema("ntyx", dtype="float64"), PortSchema("*yx", dtype="float32")) == ([], [])
+    assert plan_adapter(
+        PortSchema("ntyx", dtype="float64"), PortSchema("*yx", dtype="float32")
+    ) == ([], [])
     with pytest.raises(IncompatibleStagesError):
         plan_adapter(PortSchema("t"), PortSchema("tmc"))
 
@@ -193,7 +198,9 @@ def test_adapt_false_reports_instead() -> None:
 
 
 def test_gradients_reach_every_parameterised_stage() -> None:
-    p = Pipeline({"a": Gain(gain=1.5), "c": Clip(), "b": Offset()}, gradient={"c": "straight-through"})
+    p = Pipeline(
+        {"a": Gain(gain=1.5), "c": Clip(), "b": Offset()}, gradient={"c": "straight-through"}
+    )
     x = _movie()
     p(x).pow(2).sum().backward()
     norms = p.stage_grad_norms()
@@ -270,7 +277,7 @@ def test_bad_wiring_and_inputs() -> None:
     p = Pipeline({"a": Gain()})
     with pytest.raises(TypeError, match="missing pipeline inputs"):
         p()
-    with pytest.raises(ValueError, match="duplicate|identifier"):
+    with pytest.raises(ValueError, match=r"duplicate|identifier"):
         Pipeline([("a", Gain()), ("a", Gain())])
 
 
