@@ -1,0 +1,1101 @@
+"""Chunked, resumable processing of archives larger than memory.
+
+:func:`run_batch` applies a component, a pipeline or a plain array function over a
+dataset block by block with halos (:func:`dask.array.map_overlap`), and writes each
+block into its own shard of a Zarr v3 output array.  The unit of work, of storage and of
+restart is the same: **one dask block = one output shard = one completion marker**.
+
+Durability protocol, per shard:
+
+1. the block (with its halo) is computed and trimmed;
+2. it is written into its shard (``zarr`` region write), and the shard file is fsynced;
+3. only then the marker ``.batch/done/<i>_<j>_...`` is written (to a temporary name,
+   fsynced, atomically renamed, directory fsynced).
+
+A run killed at any point leaves every shard either marked (complete and durable) or
+unmarked (absent, partial or complete but unconfirmed).  Re-running the same job skips
+marked shards and recomputes the others, overwriting whole shards, so the resumed output
+is bit-for-bit the output of an uninterrupted run and nothing is lost.  A job fingerprint
+(``.batch/job.json``) stops a different job from resuming into the same output.
+
+Schedulers: ``"local"`` (dask threads, the default), ``"synchronous"``,
+``"distributed"`` (a ``dask.distributed.LocalCluster``), ``"slurm"``
+(``dask_jobqueue.SLURMCluster``) or the address of a running dask scheduler
+(``"tcp://host:8786"``).  Memory is bounded by the block size: at most ``n_workers`` blocks
+(with halos) are in flight, and ``memory_limit`` is checked against that estimate before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from pipelines.io.core import Dataset, file_checksum, open_dataset
+
+__all__ = ["BatchResult", "completed_shards", "parse_memory", "resolve_halo", "run_batch"]
+
+log = logging.getLogger("learndock.batch")
+
+SCHEDULERS = ("local", "synchronous", "distributed", "slurm")
+_STATE_DIR = ".batch"
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What a :func:`run_batch` call did.
+
+    Attributes
+    ----------
+    output : pathlib.Path
+        The output Zarr group; the result array is ``output/data``.
+    shape, chunks, dtype
+        Of the result array (``chunks`` = the shard shape).
+    n_shards : int
+        Total number of shards (= dask blocks).
+    n_skipped : int
+        Shards found complete and skipped (resume).
+    n_computed : int
+        Shards computed by this call.
+    seconds : float
+        Wall time of this call.
+    provenance : dict
+        The record saved as ``provenance.json``.
+    """
+
+    output: Path
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: str
+    n_shards: int
+    n_skipped: int
+    n_computed: int
+    seconds: float
+    provenance: dict[str, Any]
+
+    def open(self) -> Dataset:
+        """The output as a :class:`~pipelines.io.Dataset`."""
+        return open_dataset(self.output)
+
+
+# --------------------------------------------------------------------------------------
+# helpers: memory, halo, function wrapping
+# --------------------------------------------------------------------------------------
+def parse_memory(value: int | float | str | None) -> int | None:
+    """Bytes from ``2_000_000_000``, ``"2GB"``, ``"1.5 GiB"``, ``"512MB"`` (None passes).
+
+    Examples
+    --------
+    >>> parse_memory("2GB"), parse_memory("1 GiB"), parse_memory(1000)
+    (2000000000, 1073741824, 1000)
+    """
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"memory_limit: expected a positive number of bytes, got {value!r}")
+        return int(value)
+    s = str(value).strip().replace(" ", "")
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "TIB": 2**40,
+    }
+    num = s.rstrip("BbKkMmGgTtIi")
+    unit = s[len(num) :].upper()
+    try:
+        n = float(num)
+    except ValueError:
+        n = -1.0
+    if unit not in units or n <= 0:
+        raise ValueError(
+            f"memory_limit: expected bytes or a size like '2GB' or '1.5GiB', got {value!r}"
+        )
+    return int(n * units[unit])
+
+
+def resolve_halo(
+    fn: Any, ndim: int, halo: int | Sequence[int] | Mapping[int, int] | None
+) -> tuple[int, ...]:
+    """Per-axis halo: from ``halo`` if given, else from ``fn.footprint`` (default 0).
+
+    An int applies to every axis; a sequence shorter than ``ndim`` is aligned to the
+    trailing axes (a component's ``footprint=(2, 2)`` on a ``t y x`` stack pads y and x
+    only); a mapping gives ``{axis index: halo}``.
+    """
+    value = halo if halo is not None else getattr(fn, "footprint", 0)
+    if isinstance(value, Mapping):
+        out = [0] * ndim
+        for k, v in value.items():
+            if not -ndim <= int(k) < ndim:
+                raise ValueError(f"halo: axis {k} out of range for {ndim} dimensions")
+            out[int(k)] = int(v)
+    elif isinstance(value, int | np.integer):
+        out = [int(value)] * ndim
+    else:
+        seq = [int(v) for v in value]
+        if len(seq) > ndim:
+            raise ValueError(
+                f"halo: expected at most {ndim} entries (one per axis), got {tuple(seq)}"
+            )
+        out = [0] * (ndim - len(seq)) + seq
+    if any(v < 0 for v in out):
+        raise ValueError(f"halo: expected non-negative sizes, got {tuple(out)}")
+    return tuple(out)
+
+
+def _is_module(fn: Any) -> bool:
+    """True for a ``torch.nn.Module`` (without importing torch when it is not loaded)."""
+    nn = sys.modules.get("torch.nn")
+    return nn is not None and isinstance(fn, nn.Module)
+
+
+def _describe_fn(fn: Any) -> dict[str, Any]:
+    if _is_module(fn):
+        desc: dict[str, Any] = {
+            "kind": "module",
+            "class": f"{type(fn).__module__}.{type(fn).__qualname__}",
+        }
+        if hasattr(fn, "hydra_config"):
+            with contextlib.suppress(Exception):
+                desc["config"] = fn.hydra_config()
+        h = hashlib.sha256()
+        for k, v in sorted(fn.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        desc["state_sha256"] = h.hexdigest()
+        return desc
+    name = getattr(fn, "__qualname__", type(fn).__qualname__)
+    desc = {"kind": "function", "name": f"{getattr(fn, '__module__', '?')}.{name}"}
+    with contextlib.suppress(OSError, TypeError):
+        desc["source_sha256"] = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
+    return desc
+
+
+class _BlockFunction:
+    """Picklable wrapper: numpy block -> numpy block, for modules and plain functions."""
+
+    def __init__(self, fn: Any, *, output_key: str | None = None, device: str = "cpu") -> None:
+        self.fn = fn
+        self.output_key = output_key
+        self.device = device
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if _is_module(self.fn):
+            out = _run_module(self.fn, block, self.output_key, self.device)
+        else:
+            out = self.fn(block)
+            if self.output_key is not None and isinstance(out, Mapping):
+                out = out[self.output_key]
+            out = np.asarray(out)
+        if out.shape != block.shape:
+            raise ValueError(
+                f"fn: the batch runner needs an output block of the input block's shape {block.shape}, "
+                f"got {out.shape} from {_describe_fn(self.fn).get('class') or _describe_fn(self.fn).get('name')}"
+            )
+        return out
+
+
+def _run_module(module: Any, block: np.ndarray, output_key: str | None, device: str) -> np.ndarray:
+    import torch
+
+    arr = np.ascontiguousarray(block)
+    if arr.dtype.kind in "iub":
+        t = torch.from_numpy(arr.astype(np.float32))  # by value, never rescaled
+    elif arr.dtype == np.float16:
+        t = torch.from_numpy(arr.astype(np.float32))
+    else:
+        t = torch.from_numpy(arr)
+    module = module.to(device).eval()
+    with torch.no_grad():
+        out = module(t.to(device))
+    if isinstance(out, Mapping):
+        if output_key is None:
+            cands = [
+                k
+                for k, v in out.items()
+                if isinstance(v, torch.Tensor) and tuple(v.shape) == arr.shape
+            ]
+            if not cands:
+                raise ValueError(
+                    f"fn: module output is a dict {sorted(out)} with no tensor of the block shape {arr.shape}; pass output_key="
+                )
+            output_key = cands[0]
+        out = out[output_key]
+    elif isinstance(out, tuple | list):
+        if output_key is not None and hasattr(out, "_fields"):
+            out = getattr(out, output_key)
+        else:
+            out = next(
+                (v for v in out if isinstance(v, torch.Tensor) and tuple(v.shape) == arr.shape),
+                out[0],
+            )
+    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = (
+            getattr(out, output_key)
+            if output_key
+            else next(
+                getattr(out, f.name)
+                for f in dataclasses.fields(out)
+                if isinstance(getattr(out, f.name), torch.Tensor)
+            )
+        )
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"fn: module returned {type(out).__name__}; expected a tensor (or a dict/tuple holding one)"
+        )
+    return out.detach().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------
+# shards and markers
+# --------------------------------------------------------------------------------------
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(str(path), flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _marker_name(idx: Sequence[int]) -> str:
+    return "_".join(str(int(i)) for i in idx)
+
+
+def completed_shards(output: str | os.PathLike[str]) -> set[tuple[int, ...]]:
+    """Block indices whose completion marker exists under ``output/.batch/done``."""
+    d = Path(output) / _STATE_DIR / "done"
+    if not d.is_dir():
+        return set()
+    out = set()
+    for f in d.iterdir():
+        if f.name.startswith(".") or f.name.endswith(".tmp"):
+            continue
+        with contextlib.suppress(ValueError):
+            out.add(tuple(int(v) for v in f.name.split("_")))
+    return out
+
+
+class _ShardWriter:
+    """Writes one block into its shard, makes it durable, then writes its marker."""
+
+    def __init__(self, root: str, array: str, chunks: tuple[tuple[int, ...], ...]) -> None:
+        self.root = root
+        self.array = array
+        self.offsets = [np.concatenate([[0], np.cumsum(c)]).astype(int).tolist() for c in chunks]
+        self._z: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_z": None}
+
+    def _array(self) -> Any:
+        if self._z is None:
+            self._z = zarr.open_array(str(Path(self.root) / self.array), mode="r+")
+        return self._z
+
+    def __call__(self, block: np.ndarray, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+        assert block_id is not None
+        region = tuple(slice(o[i], o[i + 1]) for o, i in zip(self.offsets, block_id))
+        z = self._array()
+        z[region] = block
+        # the shard file(s) of this region: make them durable before the marker
+        key = z.metadata.encode_chunk_key(tuple(int(i) for i in block_id))
+        _fsync_path(Path(self.root) / self.array / key)
+        done = Path(self.root) / _STATE_DIR / "done"
+        name = _marker_name(block_id)
+        tmp = done / f".{name}.{os.getpid()}.tmp"
+        with tmp.open("w") as f:
+            f.write(
+                json.dumps(
+                    {
+                        "region": [[s.start, s.stop] for s in region],
+                        "time": time.time(),
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                    }
+                )
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, done / name)
+        _fsync_path(done, directory=True)
+        return np.ones((1,) * block.ndim, dtype=np.int8)
+
+
+# --------------------------------------------------------------------------------------
+# provenance
+# --------------------------------------------------------------------------------------
+def _git_hash() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in (
+        "learndock",
+        "numpy",
+        "dask",
+        "distributed",
+        "zarr",
+        "torch",
+        "ome-zarr",
+        "astropy",
+        "ezc3d",
+        "dask-jobqueue",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.integer | np.floating | np.bool_):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist() if x.size <= 64 else f"ndarray{x.shape}"
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return repr(x)
+
+
+# --------------------------------------------------------------------------------------
+# input resolution
+# --------------------------------------------------------------------------------------
+def _resolve_input(
+    input: Any, array: str | None
+) -> tuple[da.Array, Dataset | None, dict[str, Any]]:
+    ds: Dataset | None = None
+    if isinstance(input, str | os.PathLike):
+        ds = open_dataset(input)
+    elif isinstance(input, Dataset):
+        ds = input
+    if ds is not None:
+        data = ds.data
+        if isinstance(data, Mapping):
+            if array is None:
+                raise ValueError(
+                    f"array: {ds.path} holds several arrays {sorted(data)}; pass array= to choose one"
+                )
+            if array not in data:
+                raise ValueError(f"array: expected one of {sorted(data)}, got {array!r}")
+            data = data[array]
+        src = dict(ds.provenance.get("source") or {})
+        if ds.path and src.get("kind") in (None, "manifest") and Path(ds.path).exists():
+            src = file_checksum(ds.path)
+        return data, ds, {"path": ds.path, "format": ds.format, "array": array, "checksum": src}
+    if isinstance(input, da.Array):
+        return input, None, {"path": None, "format": "dask", "name": input.name}
+    if isinstance(input, np.ndarray):
+        h = hashlib.sha256(np.ascontiguousarray(input).tobytes()).hexdigest()
+        return (
+            da.from_array(input),
+            None,
+            {"path": None, "format": "numpy", "checksum": {"sha256": h, "kind": "full"}},
+        )
+    raise TypeError(
+        f"input: expected a path, a Dataset, a dask array or a numpy array, got {type(input).__name__}"
+    )
+
+
+def _normalize_chunks(x: da.Array, chunks: Any) -> da.Array:
+    if chunks is not None:
+        x = x.rechunk(chunks)
+    # a regular grid (all chunks equal but the last along each axis) maps onto shards
+    regular = all(len(set(c[:-1])) <= 1 and (len(c) == 1 or c[-1] <= c[0]) for c in x.chunks)
+    if not regular:
+        x = x.rechunk(tuple(max(c) for c in x.chunks))
+    return x
+
+
+def _check_halo(x: da.Array, halo: tuple[int, ...]) -> dict[int, int]:
+    depth = {}
+    for ax, (h, c) in enumerate(zip(halo, x.chunks)):
+        if h == 0 or len(c) == 1:
+            depth[ax] = 0  # a single block along this axis needs no neighbours
+            continue
+        if min(c) < h:
+            raise ValueError(
+                f"chunks: axis {ax} has blocks as small as {min(c)} samples, smaller than the halo {h}; "
+                f"use chunks of at least {h} samples along axis {ax} (or a smaller halo)"
+            )
+        depth[ax] = h
+    return depth
+
+
+def _estimate_task_bytes(x: da.Array, depth: Mapping[int, int], out_dtype: np.dtype) -> int:
+    shape = [max(c) + 2 * depth.get(ax, 0) for ax, c in enumerate(x.chunks)]
+    n = math.prod(shape)
+    work = max(x.dtype.itemsize, 4, out_dtype.itemsize)
+    # the input block with halo, its float copy, the function's temporaries, the output
+    return int(n * (x.dtype.itemsize + 3 * work + out_dtype.itemsize))
+
+
+# --------------------------------------------------------------------------------------
+# progress
+# --------------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, total: int, *, enabled: bool | None, interval: float, label: str) -> None:
+        self.total, self.done, self.interval, self.label = total, 0, interval, label
+        tty = sys.stderr.isatty()
+        self.bar = None
+        self.quiet = enabled is False
+        if not self.quiet and (enabled or tty) and tty:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} shards"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self.task = self.bar.add_task(label, total=total)
+            self.bar.start()
+        self.t0 = self.last = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+            return
+        now = time.monotonic()
+        if not self.quiet and (now - self.last >= self.interval or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info(
+                "%s: %d/%d shards (%.1f%%), %.2f shards/s, eta %.0f s",
+                self.label,
+                self.done,
+                self.total,
+                100 * self.done / max(self.total, 1),
+                rate,
+                eta,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# --------------------------------------------------------------------------------------
+# execution back ends
+# --------------------------------------------------------------------------------------
+def _summarize_profile(records: list[tuple[str, float, float, str]]) -> dict[str, Any]:
+    by: dict[str, list[float]] = {}
+    t_min = min((r[1] for r in records), default=0.0)
+    t_max = max((r[2] for r in records), default=0.0)
+    for prefix, start, stop, _worker in records:
+        by.setdefault(prefix, []).append(stop - start)
+    tasks = {
+        k: {
+            "count": len(v),
+            "total_s": float(sum(v)),
+            "mean_s": float(np.mean(v)),
+            "max_s": float(max(v)),
+        }
+        for k, v in sorted(by.items(), key=lambda kv: -sum(kv[1]))
+    }
+    workers = sorted({r[3] for r in records})
+    return {
+        "wall_s": float(t_max - t_min),
+        "n_tasks": len(records),
+        "workers": workers,
+        "tasks": tasks,
+    }
+
+
+def _write_report(state: Path, summary: Mapping[str, Any], scheduler: str) -> None:
+    (state / "dask-performance.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{v['count']}</td><td>{v['total_s']:.3f}</td><td>{v['mean_s']:.4f}</td><td>{v['max_s']:.4f}</td></tr>"
+        for k, v in summary.get("tasks", {}).items()
+    )
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>dask performance</title></head><body>"
+        f"<h1>dask performance ({scheduler})</h1><p>wall {summary.get('wall_s', 0):.3f} s, {summary.get('n_tasks', 0)} tasks, "
+        f"workers: {', '.join(map(str, summary.get('workers', [])))}</p>"
+        "<table border='1'><tr><th>task</th><th>count</th><th>total s</th><th>mean s</th><th>max s</th></tr>"
+        f"{rows}</table></body></html>"
+    )
+    if not (state / "dask-report.html").exists() or scheduler in ("local", "synchronous"):
+        (state / "dask-report.html").write_text(html)
+
+
+def _key_prefix(key: Any) -> str:
+    k = key[0] if isinstance(key, tuple) else key
+    return str(k).rsplit("-", 1)[0]
+
+
+def _run_local(
+    dsk: Mapping[Any, Any],
+    keys: list[Any],
+    *,
+    store_name: str,
+    n_workers: int,
+    synchronous: bool,
+    progress: _Progress,
+    state: Path,
+) -> None:
+    from dask.callbacks import Callback
+
+    records: list[tuple[str, float, float, str]] = []
+    starts: dict[Any, float] = {}
+
+    class _CB(Callback):
+        def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+            starts[key] = time.time()
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+            records.append((_key_prefix(key), starts.pop(key, time.time()), time.time(), str(id)))
+            if isinstance(key, tuple) and key[0] == store_name:
+                progress.advance()
+
+    if synchronous:
+        get = dask.get
+        kwargs: dict[str, Any] = {}
+    else:
+        from dask.threaded import get
+
+        kwargs = {"num_workers": n_workers}
+    with _CB():
+        get(dict(dsk), keys, **kwargs)
+    _write_report(state, _summarize_profile(records), "synchronous" if synchronous else "local")
+
+
+@contextlib.contextmanager
+def _cluster(
+    scheduler: str,
+    *,
+    n_workers: int,
+    threads_per_worker: int,
+    memory_limit: int | None,
+    cluster_options: Mapping[str, Any],
+) -> Any:
+    from distributed import Client, LocalCluster
+
+    if scheduler == "distributed":
+        opts = {
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+            "memory_limit": (memory_limit // n_workers) if memory_limit else "auto",
+            **dict(cluster_options),
+        }
+        with LocalCluster(**opts) as cluster, Client(cluster) as client:
+            yield client
+    elif scheduler == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        opts = {
+            "cores": threads_per_worker,
+            "processes": 1,
+            "memory": f"{max(1, (memory_limit or 2 * 10**9) // 10**6)}MB",
+            "walltime": "01:00:00",
+            "python": sys.executable,
+            "scheduler_options": {"dashboard_address": None},
+            **dict(cluster_options),
+        }
+        with SLURMCluster(**opts) as cluster:
+            cluster.scale(jobs=n_workers)
+            with Client(cluster) as client:
+                client.wait_for_workers(
+                    1,
+                    timeout=float(dict(cluster_options).get("_wait_timeout", 300))
+                    if "_wait_timeout" in cluster_options
+                    else 300,
+                )
+                yield client
+    else:  # an address of a running scheduler
+        with Client(scheduler) as client:
+            yield client
+
+
+def _run_distributed(
+    dsk: Mapping[Any, Any], keys: list[Any], *, client: Any, progress: _Progress, state: Path
+) -> None:
+    from distributed import as_completed, get_task_stream
+
+    report: Any = contextlib.nullcontext()
+    try:  # dask's own HTML performance report needs bokeh; our summary is always written
+        import bokeh  # noqa: F401
+        from distributed import performance_report
+
+        report = performance_report(filename=str(state / "dask-report.html"))
+    except ImportError:
+        pass
+    with report, get_task_stream(client=client) as ts:
+        futures = client.get(dict(dsk), keys, sync=False)
+        for fut in as_completed(futures):
+            fut.result()
+            progress.advance()
+    records = []
+    for rec in ts.data:
+        for s in rec.get("startstops", ()):
+            if s.get("action") == "compute":
+                records.append(
+                    (
+                        _key_prefix(rec.get("key", "?")),
+                        s["start"],
+                        s["stop"],
+                        str(rec.get("worker")),
+                    )
+                )
+    _write_report(state, _summarize_profile(records), "distributed")
+
+
+# --------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------
+def _inner_chunks(shard: tuple[int, ...], itemsize: int, target: int = 2**21) -> tuple[int, ...]:
+    """Inner chunks of a shard: halve the largest axis until a chunk is <= ``target`` bytes
+    (the shard shape stays a multiple of the chunk shape)."""
+    inner = list(shard)
+    while math.prod(inner) * itemsize > target:
+        ax = int(np.argmax(inner))
+        if inner[ax] % 2 or inner[ax] < 2:
+            break
+        inner[ax] //= 2
+    return tuple(inner)
+
+
+def run_batch(
+    fn: Callable[..., Any],
+    input: Any,
+    output: str | os.PathLike[str],
+    *,
+    halo: int | Sequence[int] | Mapping[int, int] | None = None,
+    scheduler: str = "local",
+    chunks: Any = None,
+    array: str | None = None,
+    dtype: Any = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: int | str | None = None,
+    cluster_options: Mapping[str, Any] | None = None,
+    output_key: str | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    log_interval: float = 10.0,
+    config: Mapping[str, Any] | None = None,
+) -> BatchResult:
+    """Apply ``fn`` over ``input`` block by block with halos, into a resumable Zarr output.
+
+    Parameters
+    ----------
+    fn : Component, Pipeline, torch.nn.Module or callable
+        Maps one block to a block of the same shape: an ``nn.Module`` receives a tensor
+        (integers converted to float32 by value) and returns a tensor (or a dict/tuple
+        holding one, chosen by ``output_key``); a plain callable receives and returns a
+        numpy array.  Its ``footprint`` attribute gives the default halo.
+    input : path, Dataset, dask array or ndarray
+        What to process; a path is opened with :func:`~pipelines.io.open_dataset`.
+    output : path-like
+        Output Zarr v3 group.  Running again with the same output resumes.
+    halo : int, sequence or mapping, optional
+        Samples of context added around each block (see :func:`resolve_halo`).
+        Default: ``fn.footprint`` or 0.  Blocks at the array border get no padding
+        (``boundary="none"``): ``fn`` sees the true border exactly as when it runs on the
+        whole array, so the batch output equals the whole-array output whenever the halo
+        covers ``fn``'s footprint.
+    scheduler : {"local", "synchronous", "distributed", "slurm"} or str
+        ``"local"``: dask's threaded scheduler (default); ``"distributed"``: a
+        ``LocalCluster`` of ``n_workers`` processes; ``"slurm"``: a
+        ``dask_jobqueue.SLURMCluster`` of ``n_workers`` jobs (options in
+        ``cluster_options``); ``"tcp://..."``: a running dask scheduler.
+    chunks : optional
+        Rechunk the input first (dask chunk spec).  One block = one output shard.
+    array : str, optional
+        Which array of a multi-array dataset (e.g. ``"flux"``, ``"points"``).
+    dtype : dtype, optional
+        Output dtype (default: found by running ``fn`` on the first block).
+    n_workers : int, optional
+        Threads (local) or worker processes/jobs (distributed, slurm).  Default: the
+        number of usable cores (local, distributed), 1 job (slurm).
+    threads_per_worker : int
+        Threads per distributed/SLURM worker.
+    memory_limit : int or str, optional
+        Upper bound on resident memory for the whole run (e.g. ``"2GB"``).  Raises
+        before running when ``n_workers`` blocks in flight would exceed it.
+    cluster_options : dict, optional
+        Extra arguments to ``LocalCluster`` / ``SLURMCluster`` (queue, account, ...).
+    output_key : str, optional
+        Which output of a module returning a dict/named tuple to store.
+    device : str
+        Torch device on which modules run.
+    overwrite : bool
+        Discard an existing output of a *different* job instead of raising.
+    progress : bool, optional
+        Force the progress bar on/off (default: a bar on a terminal, log lines every
+        ``log_interval`` seconds otherwise).
+    config : dict, optional
+        Extra configuration recorded in the provenance (e.g. the CLI/Hydra config).
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    ValueError
+        Bad scheduler, halo larger than a block, output of a different job, memory
+        estimate above ``memory_limit``, output block of another shape.
+    TypeError
+        If ``input`` is of an unsupported type.
+
+    Notes
+    -----
+    Output: ``output/data`` (Zarr v3, shards = blocks), ``output/provenance.json``
+    (config, package versions, git hash, host, inputs with checksums; also in the
+    group attributes), ``output/.batch/job.json`` (job fingerprint),
+    ``output/.batch/done/`` (one marker per completed shard) and
+    ``output/.batch/dask-report.html`` / ``dask-performance.json`` (per-task timings).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from scipy import ndimage
+    >>> x = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    >>> out = tempfile.mkdtemp() + "/out.zarr"
+    >>> r = run_batch(lambda b: ndimage.uniform_filter(b, 3), x, out, halo=1, chunks=32, progress=False)
+    >>> r.n_shards, r.n_computed
+    (4, 4)
+    >>> run_batch(lambda b: ndimage.uniform_filter(b, 3), x, out, halo=1, chunks=32, progress=False).n_skipped
+    4
+    """
+    t0 = time.monotonic()
+    if not isinstance(scheduler, str) or not (scheduler in SCHEDULERS or "://" in scheduler):
+        raise ValueError(
+            f"scheduler: expected one of {SCHEDULERS} or a scheduler address 'tcp://host:port', got {scheduler!r}"
+        )
+    if not callable(fn):
+        raise TypeError(
+            f"fn: expected a component, a pipeline or a callable, got {type(fn).__name__}"
+        )
+    x, ds, input_info = _resolve_input(input, array)
+    if x.size == 0:
+        raise ValueError(f"input: expected a non-empty array, got shape {tuple(x.shape)}")
+    x = _normalize_chunks(x, chunks)
+    halo_t = resolve_halo(fn, x.ndim, halo)
+    depth = _check_halo(x, halo_t)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    n_workers = int(n_workers) if n_workers else (1 if scheduler == "slurm" else cores)
+    if n_workers < 1:
+        raise ValueError(f"n_workers: expected a positive integer, got {n_workers}")
+    mem = parse_memory(memory_limit)
+    block_fn = _BlockFunction(fn, output_key=output_key, device=device)
+
+    out = Path(output)
+    state = out / _STATE_DIR
+    fn_desc = _describe_fn(fn)
+    job = {
+        "fn": fn_desc,
+        "halo": list(halo_t),
+        "input": {k: v for k, v in input_info.items() if k != "checksum"},
+        "input_shape": list(x.shape),
+        "input_dtype": str(x.dtype),
+        "chunks": [list(c) for c in x.chunks],
+        "output_key": output_key,
+    }
+    previous = (
+        json.loads((state / "job.json").read_text()) if (state / "job.json").is_file() else None
+    )
+    if previous is not None and (previous.get("job") != _jsonable(job)):
+        if not overwrite:
+            raise ValueError(
+                f"output: {out} holds the output of a different job (its .batch/job.json differs: "
+                f"fn, halo, input or chunks changed); pass overwrite=True or choose another output"
+            )
+        previous = None
+    if previous is not None:
+        out_dtype = np.dtype(previous["dtype"])
+    elif dtype is not None:
+        out_dtype = np.dtype(dtype)
+    else:  # probe on the first block (with its halo), as map_overlap will hand it over
+        probe_region = tuple(
+            slice(0, c[0] + depth.get(ax, 0) if len(c) > 1 else c[0])
+            for ax, c in enumerate(x.chunks)
+        )
+        out_dtype = np.asarray(block_fn(np.asarray(x[probe_region].compute()))).dtype
+    per_task = _estimate_task_bytes(x, depth, out_dtype)
+    in_flight = n_workers * (threads_per_worker if scheduler not in ("local", "synchronous") else 1)
+    if scheduler == "synchronous":
+        in_flight = 1
+    if mem is not None and per_task * in_flight > mem:
+        raise ValueError(
+            f"memory_limit: {in_flight} blocks of {tuple(max(c) for c in x.chunks)} (+halo) in flight need about "
+            f"{per_task * in_flight / 1e9:.2f} GB, above the limit {mem / 1e9:.2f} GB; use smaller chunks= or fewer n_workers"
+        )
+
+    shard = tuple(int(c[0]) for c in x.chunks)
+    if previous is None:
+        if out.exists() and overwrite:
+            import shutil
+
+            shutil.rmtree(out)
+        group = zarr.open_group(str(out), mode="w", zarr_format=3)
+        group.create_array(
+            "data",
+            shape=x.shape,
+            dtype=out_dtype,
+            chunks=_inner_chunks(shard, out_dtype.itemsize),
+            shards=shard,
+            fill_value=0,
+            dimension_names=list(ds.axes)
+            if ds is not None and isinstance(ds.axes, str) and len(ds.axes) == x.ndim
+            else None,
+        )
+        (state / "done").mkdir(parents=True, exist_ok=True)
+        tmp = state / "job.json.tmp"
+        tmp.write_text(
+            json.dumps(
+                {
+                    "job": _jsonable(job),
+                    "dtype": out_dtype.str,
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(),
+                },
+                indent=2,
+            )
+        )
+        os.replace(tmp, state / "job.json")
+    else:
+        group = zarr.open_group(str(out), mode="r+")
+        (state / "done").mkdir(parents=True, exist_ok=True)
+
+    all_blocks = [tuple(int(i) for i in idx) for idx in np.ndindex(*x.numblocks)]
+    done = completed_shards(out) & set(all_blocks)
+    todo = [b for b in all_blocks if b not in done]
+
+    provenance = {
+        "learndock_batch": 1,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(),
+        "config": _jsonable(
+            {
+                "fn": fn_desc,
+                "halo": list(halo_t),
+                "scheduler": scheduler,
+                "n_workers": n_workers,
+                "threads_per_worker": threads_per_worker,
+                "memory_limit": mem,
+                "chunks": list(shard),
+                "output_dtype": out_dtype.str,
+                "output_key": output_key,
+                "device": device,
+                **dict(config or {}),
+            }
+        ),
+        "versions": _versions(),
+        "git": _git_hash(),
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": cores},
+        "inputs": [_jsonable(input_info)],
+        "output": {
+            "path": str(out),
+            "array": "data",
+            "shape": list(x.shape),
+            "shards": list(shard),
+            "dtype": out_dtype.str,
+        },
+    }
+    meta = {"kind": "array", "array": "data", "provenance": provenance, "status": "running"}
+    if ds is not None:
+        meta.update(
+            {
+                "axes": ds.axes if isinstance(ds.axes, str) else None,
+                "units": ds.units,
+                "scale": ds.scale,
+                "modality": ds.modality,
+            }
+        )
+    group.attrs["learndock"] = _jsonable(meta)
+
+    progress_bar = _Progress(
+        len(all_blocks), enabled=progress, interval=log_interval, label=f"batch {out.name}"
+    )
+    progress_bar.advance(len(done)) if done else None
+    if todo:
+        token = dask.base.tokenize(_jsonable(job), str(out))[:12]
+        result = da.map_overlap(
+            block_fn,
+            x,
+            depth=depth,
+            boundary="none",
+            trim=True,
+            dtype=out_dtype,
+            meta=np.empty((0,) * x.ndim, out_dtype),
+            name=f"batch-apply-{token}",
+        )
+        writer = _ShardWriter(str(out), "data", x.chunks)
+        stored = result.map_blocks(
+            writer,
+            dtype=np.int8,
+            chunks=tuple((1,) * n for n in x.numblocks),
+            meta=np.empty((0,) * x.ndim, np.int8),
+            name=f"batch-store-{token}",
+        )
+        keys = [(stored.name, *b) for b in todo]
+        from dask.optimization import cull
+
+        graph, _ = cull(dict(stored.__dask_graph__()), keys)
+        torch_threads = None
+        try:
+            torch = sys.modules.get("torch")
+            if scheduler in ("local", "synchronous") and torch is not None:
+                torch_threads = torch.get_num_threads()
+                if scheduler == "local" and n_workers > 1:
+                    torch.set_num_threads(max(1, cores // n_workers))
+                _run_local(
+                    graph,
+                    keys,
+                    store_name=stored.name,
+                    n_workers=n_workers,
+                    synchronous=scheduler == "synchronous",
+                    progress=progress_bar,
+                    state=state,
+                )
+            else:
+                with _cluster(
+                    scheduler,
+                    n_workers=n_workers,
+                    threads_per_worker=threads_per_worker,
+                    memory_limit=mem,
+                    cluster_options=cluster_options or {},
+                ) as client:
+                    _run_distributed(graph, keys, client=client, progress=progress_bar, state=state)
+        finally:
+            progress_bar.close()
+            if torch_threads is not None:
+                sys.modules["torch"].set_num_threads(torch_threads)
+    else:
+        progress_bar.close()
+    missing = set(all_blocks) - completed_shards(out)
+    if missing:
+        raise RuntimeError(
+            f"batch: {len(missing)} shards of {out} have no completion marker after the run: {sorted(missing)[:5]}"
+        )
+    seconds = time.monotonic() - t0
+    provenance["run"] = {
+        "n_shards": len(all_blocks),
+        "n_skipped": len(done),
+        "n_computed": len(todo),
+        "seconds": seconds,
+    }
+    meta["provenance"] = provenance
+    meta["status"] = "complete"
+    _write_ngff(group, meta, ds, x.ndim)
+    group.attrs["learndock"] = _jsonable(meta)
+    tmp = out / "provenance.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(provenance), indent=2))
+    os.replace(tmp, out / "provenance.json")
+    return BatchResult(
+        output=out,
+        shape=tuple(int(s) for s in x.shape),
+        chunks=shard,
+        dtype=out_dtype.str,
+        n_shards=len(all_blocks),
+        n_skipped=len(done),
+        n_computed=len(todo),
+        seconds=seconds,
+        provenance=provenance,
+    )
+
+
+def _write_ngff(group: Any, meta: Mapping[str, Any], ds: Dataset | None, ndim: int) -> None:
+    """Give image outputs NGFF multiscales metadata (one level, path ``data``)."""
+    axes = meta.get("axes")
+    if (
+        ds is None
+        or ds.modality != "microscopy"
+        or not isinstance(axes, str)
+        or len(axes) != ndim
+        or any(a not in "tczyx" for a in axes)
+    ):
+        return
+    kinds = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    units = ds.units or {}
+    scale = ds.scale or {}
+    ax_meta = [
+        {"name": a, "type": kinds[a], **({"unit": units[a]} if a in units and a != "c" else {})}
+        for a in axes
+    ]
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": "batch-output",
+                "axes": ax_meta,
+                "datasets": [
+                    {
+                        "path": "data",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [float(scale.get(a, 1.0)) for a in axes]}
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
