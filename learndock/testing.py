@@ -323,15 +323,23 @@ def check_gradient(case: ContractCase, *, seed: int = 0) -> None:
         ((g * d).sum() for g, d in zip(grads[: len(leaves)], dirs) if g is not None),
         torch.zeros((), dtype=torch.float64),
     )
-    eps = 1e-6
-    with torch.no_grad():
-        plus = {**inputs, **{k: inputs[k] + eps * d for k, d in zip(leaf_names, dirs)}}
-        minus = {**inputs, **{k: inputs[k] - eps * d for k, d in zip(leaf_names, dirs)}}
-        fd = (scalar(module(**plus)) - scalar(module(**minus))) / (2 * eps)
-    tol = 1e-4 * max(1.0, abs(float(fd)))
-    assert abs(float(auto) - float(fd)) <= tol, (
+    # Central differences at decreasing steps: piecewise-smooth components (medians,
+    # max-pooling, sorting) are differentiable almost everywhere, and a large step may
+    # cross a kink; agreement at any step (all well above float64 round-off) passes.
+    tried = []
+    for eps in (1e-6, 1e-7, 1e-8):
+        with torch.no_grad():
+            plus = {**inputs, **{k: inputs[k] + eps * d for k, d in zip(leaf_names, dirs)}}
+            minus = {**inputs, **{k: inputs[k] - eps * d for k, d in zip(leaf_names, dirs)}}
+            fd = (scalar(module(**plus)) - scalar(module(**minus))) / (2 * eps)
+        tol = 1e-4 * max(1.0, abs(float(fd)), abs(float(auto)))
+        if abs(float(auto) - float(fd)) <= tol:
+            return
+        tried.append(f"{float(fd):.6g} (step {eps:g})")
+    raise AssertionError(
         f"{case.decl.name}: directional derivative along a random direction of {leaf_names}: "
-        f"autograd gives {float(auto):.6g}, float64 central difference gives {float(fd):.6g} (tolerance {tol:.2g})"
+        f"autograd gives {float(auto):.6g}, float64 central differences give {', '.join(tried)} "
+        f"(relative tolerance 1e-4)"
     )
 
 

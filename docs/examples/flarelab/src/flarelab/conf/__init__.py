@@ -1,0 +1,1 @@
+"""Hydra configs of flarelab (found through ``hydra_plugins/flarelab_searchpath``)."""

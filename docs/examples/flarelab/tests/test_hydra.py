@@ -1,0 +1,20 @@
+"""flarelab's config group reaches Hydra; its task word reaches the semantic spec."""
+
+from components.base import instantiate
+from hydra import compose, initialize
+
+from flarelab import FlareDetector
+
+
+def test_config_group_composes_and_instantiates():
+    with initialize(version_base=None, config_path=None):
+        cfg = compose(overrides=["+component/flarelab=flares_kepler_lc"])
+    module = instantiate(cfg.component)
+    assert isinstance(module, FlareDetector)
+    assert module.config()["window"] == 145
+
+
+def test_task_vocabulary_extended_by_entry_point():
+    from specs.semantic import known_tasks
+
+    assert "flare-detection" in known_tasks()
