@@ -39,7 +39,9 @@ def parse_params(params_file: Path | None, sets: list[str] | None) -> dict[str, 
     if params_file is not None:
         data = yaml.safe_load(Path(params_file).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"--params: expected a YAML/JSON mapping of constructor arguments, got {type(data).__name__}")
+            raise ValueError(
+                f"--params: expected a YAML/JSON mapping of constructor arguments, got {type(data).__name__}"
+            )
         params.update({str(k): v for k, v in data.items() if not str(k).startswith("_")})
     for item in sets or []:
         if "=" not in item:
@@ -79,7 +81,9 @@ def load_sample(path: Path, modality: str) -> Any:
     try:
         from pipelines.io import open_dataset
     except ImportError as exc:  # pragma: no cover - io layer absent
-        raise ValueError(f"--data: cannot read {path.suffix!r} files without pipelines.io; use .npy or .npz") from exc
+        raise ValueError(
+            f"--data: cannot read {path.suffix!r} files without pipelines.io; use .npy or .npz"
+        ) from exc
     ds = open_dataset(path)
     data = ds.data
     if hasattr(data, "compute"):
@@ -90,14 +94,26 @@ def load_sample(path: Path, modality: str) -> Any:
 
 
 def _new_plugin(
-    name: Annotated[str, typer.Argument(help="plug-in name, e.g. lab-flares (import name lab_flares)")],
-    directory: Annotated[Path, typer.Option("--dir", help="parent directory of the new package")] = Path("."),
+    name: Annotated[
+        str, typer.Argument(help="plug-in name, e.g. lab-flares (import name lab_flares)")
+    ],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="parent directory of the new package")
+    ] = Path("."),
     family: Annotated[str, typer.Option(help="feedback | detection | rules")] = "detection",
-    task: Annotated[str, typer.Option(help="task word; a new one is added to the plug-in's vocabulary")] = "anomaly-detection",
-    modality: Annotated[str, typer.Option(help="modality word; a new one is added to the vocabulary")] = "light-curve",
+    task: Annotated[
+        str, typer.Option(help="task word; a new one is added to the plug-in's vocabulary")
+    ] = "anomaly-detection",
+    modality: Annotated[
+        str, typer.Option(help="modality word; a new one is added to the vocabulary")
+    ] = "light-curve",
     scale: Annotated[str, typer.Option(help="micro | macro | cosmic")] = "cosmic",
-    author: Annotated[str, typer.Option(help="author written into pyproject, README and spec")] = "A. Lab",
-    force: Annotated[bool, typer.Option("--force", help="write into an existing non-empty directory")] = False,
+    author: Annotated[
+        str, typer.Option(help="author written into pyproject, README and spec")
+    ] = "A. Lab",
+    force: Annotated[
+        bool, typer.Option("--force", help="write into an existing non-empty directory")
+    ] = False,
 ) -> None:
     """Scaffold an installable learndock plug-in package NAME.
 
@@ -110,7 +126,14 @@ def _new_plugin(
 
     try:
         root = create_plugin(
-            name, directory, family=family, task=task, modality=modality, scale=scale, author=author, force=force
+            name,
+            directory,
+            family=family,
+            task=task,
+            modality=modality,
+            scale=scale,
+            author=author,
+            force=force,
         )
     except (ValueError, FileExistsError) as exc:
         _fail(str(exc))
@@ -126,16 +149,36 @@ def _new_plugin(
 
 
 def _package(
-    component: Annotated[str, typer.Argument(help="installed component name (or module.Class), or a learnware name")],
-    data: Annotated[Path, typer.Option("--data", help="the lab's sample data (.npy, .npz, OME-Zarr, TIFF, FITS, C3D)")],
+    component: Annotated[
+        str, typer.Argument(help="installed component name (or module.Class), or a learnware name")
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="the lab's sample data (.npy, .npz, OME-Zarr, TIFF, FITS, C3D)"
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="output package (.zip, or a directory)")],
-    learnware: Annotated[str | None, typer.Option(help="declaration whose spec and example to start from (default: the component's only one)")] = None,
-    params: Annotated[Path | None, typer.Option("--params", help="YAML/JSON file of constructor params")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE param override (repeatable)")] = None,
-    name: Annotated[str | None, typer.Option(help="learnware name (default: the declaration's)")] = None,
+    learnware: Annotated[
+        str | None,
+        typer.Option(
+            help="declaration whose spec and example to start from (default: the component's only one)"
+        ),
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option("--params", help="YAML/JSON file of constructor params")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE param override (repeatable)")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="learnware name (default: the declaration's)")
+    ] = None,
     version: Annotated[str | None, typer.Option(help="learnware version, e.g. 1.1.0")] = None,
     description: Annotated[str | None, typer.Option(help="spec description")] = None,
-    skip_checks: Annotated[bool, typer.Option("--skip-checks", help="do not run the contract suite first")] = False,
+    skip_checks: Annotated[
+        bool, typer.Option("--skip-checks", help="do not run the contract suite first")
+    ] = False,
 ) -> None:
     """Build a learnware package from an installed COMPONENT, its params and sample data.
 
@@ -162,20 +205,30 @@ def _package(
         own = {n: d for n, (c, d) in decls.items() if c is cls}
         if learnware is not None:
             if learnware not in own:
-                _fail(f"--learnware: {learnware!r} is not a declaration of {cls.name}; known: {sorted(own)}")
+                _fail(
+                    f"--learnware: {learnware!r} is not a declaration of {cls.name}; known: {sorted(own)}"
+                )
                 return
             decl = own[learnware]
         elif len(own) == 1:
             decl = next(iter(own.values()))
         elif not own:
-            _fail(f"{cls.name} has no learnware declaration: add one in its learnwares() classmethod (it provides the spec and the example)")
+            _fail(
+                f"{cls.name} has no learnware declaration: add one in its learnwares() classmethod (it provides the spec and the example)"
+            )
             return
         else:
-            _fail(f"{cls.name} has {len(own)} declarations; choose one with --learnware: {sorted(own)}")
+            _fail(
+                f"{cls.name} has {len(own)} declarations; choose one with --learnware: {sorted(own)}"
+            )
             return
     import dataclasses
 
-    spec_updates = {k: v for k, v in (("name", name), ("version", version), ("description", description)) if v is not None}
+    spec_updates = {
+        k: v
+        for k, v in (("name", name), ("version", version), ("description", description))
+        if v is not None
+    }
     try:
         spec = decl.spec.model_copy(update=spec_updates) if spec_updates else decl.spec
         spec = type(decl.spec).model_validate(spec.model_dump())
@@ -189,12 +242,22 @@ def _package(
         _fail(str(exc))
         return
     if not skip_checks:
-        from learndock.testing import ContractCase, check_declaration, check_example, check_function, run_contract
+        from learndock.testing import (
+            ContractCase,
+            check_declaration,
+            check_example,
+            check_function,
+            run_contract,
+        )
 
-        report = run_contract(ContractCase(cls, decl), checks=[check_declaration, check_example, check_function])
+        report = run_contract(
+            ContractCase(cls, decl), checks=[check_declaration, check_example, check_function]
+        )
         if not report.ok:
             typer.echo(report.format(), err=True)
-            _fail("the configured component fails the contract; fix it or pass --skip-checks", code=1)
+            _fail(
+                "the configured component fails the contract; fix it or pass --skip-checks", code=1
+            )
             return
     try:
         result = _build(cls, decl, sample, out)
