@@ -8,7 +8,8 @@ declaration, a Hydra config group exposed through a search-path plugin
 README.  It passes its own tests right after generation.
 
 Templates are Jinja2 files under ``learndock/_templates/plugin``; in their paths
-``__pkg__`` becomes the import name and ``__module__`` the component module name.
+``__pkg__`` becomes the import name, ``__module__`` the component module name and
+``__family__`` the family (the Hydra config group the component's YAML goes into).
 """
 
 from __future__ import annotations
@@ -220,7 +221,11 @@ def create_plugin(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
     for rel, text in _template_files():
-        rel = rel.replace("__pkg__", names.pkg).replace("__module__", names.module)
+        rel = (
+            rel.replace("__family__", family)
+            .replace("__pkg__", names.pkg)
+            .replace("__module__", names.module)
+        )
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(env.from_string(text).render(**ctx), encoding="utf-8")

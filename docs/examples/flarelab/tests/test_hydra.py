@@ -8,8 +8,8 @@ from flarelab import FlareDetector
 
 def test_config_group_composes_and_instantiates():
     with initialize(version_base=None, config_path=None):
-        cfg = compose(overrides=["+component/flarelab=flares_kepler_lc"])
-    module = instantiate(cfg.component)
+        cfg = compose(overrides=["+detection=flarelab_flares_kepler_lc"])
+    module = instantiate(cfg.detection)
     assert isinstance(module, FlareDetector)
     assert module.config()["window"] == 145
 
