@@ -1,3 +1,13 @@
-"""The rules family of components (see docs/components.md)."""
+"""The rules family: discover physical laws from data and use them as pipeline stages.
 
-__all__: list[str] = []
+* :mod:`components.rules.expression` -- one law IR (sympy <-> torch), ``ExpressionModule``
+* :mod:`components.rules.sindy` -- SINDy in torch (libraries, weak form, STLSQ, bagging)
+* :mod:`components.rules.symbolic` -- symbolic regression (operon, pysr) + post-processing
+* :mod:`components.rules.units` -- units as a hard prior, Buckingham-pi reduction
+* :mod:`components.rules.conservation` -- conserved quantities along trajectories
+"""
+
+from components.rules.expression import Expression, ExpressionModule
+from components.rules.sindy import SINDy
+
+__all__ = ["SINDy", "Expression", "ExpressionModule"]
