@@ -330,10 +330,15 @@ class _ShardWriter:
         assert block_id is not None
         region = tuple(slice(o[i], o[i + 1]) for o, i in zip(self.offsets, block_id))
         z = self._array()
-        z[region] = block
-        # the shard file(s) of this region: make them durable before the marker
         key = z.metadata.encode_chunk_key(tuple(int(i) for i in block_id))
-        _fsync_path(Path(self.root) / self.array / key)
+        shard_file = Path(self.root) / self.array / key
+        # A shard left by an interrupted run may be torn; zarr would read it back to merge
+        # the inner chunks, so an unmarked shard is removed before it is rewritten whole.
+        with contextlib.suppress(FileNotFoundError):
+            shard_file.unlink()
+        z[region] = block
+        # make the shard durable before the marker says it is complete
+        _fsync_path(shard_file)
         done = Path(self.root) / _STATE_DIR / "done"
         name = _marker_name(block_id)
         tmp = done / f".{name}.{os.getpid()}.tmp"
@@ -1004,9 +1009,9 @@ def run_batch(
         torch_threads = None
         try:
             torch = sys.modules.get("torch")
-            if scheduler in ("local", "synchronous") and torch is not None:
-                torch_threads = torch.get_num_threads()
-                if scheduler == "local" and n_workers > 1:
+            if scheduler in ("local", "synchronous"):
+                if torch is not None and scheduler == "local" and n_workers > 1:
+                    torch_threads = torch.get_num_threads()
                     torch.set_num_threads(max(1, cores // n_workers))
                 _run_local(
                     graph,

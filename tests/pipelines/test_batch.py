@@ -1,0 +1,267 @@
+"""Resumable batch processing: halos, shards, markers, kill/resume, schedulers, provenance."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from scipy import ndimage
+
+from components.base import Component
+from pipelines.batch import completed_shards, parse_memory, resolve_halo, run_batch
+from pipelines.io import open_dataset, write_ome_zarr, write_zarr
+
+
+def _gauss(block: np.ndarray) -> np.ndarray:
+    return ndimage.gaussian_filter(block, (0, 1.5, 1.5), truncate=4.0, mode="reflect")
+
+
+class _BoxFilter(Component):
+    """A small torch component: 5x5 box mean per frame (reflect border), footprint 2."""
+
+    name = "test.box-filter"
+    footprint = (2, 2)
+
+    def __init__(self, *, scale: float = 1.0) -> None:
+        super().__init__(scale=scale)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = torch.nn.functional.pad(x[:, None], (2, 2, 2, 2), mode="reflect")
+        return self.scale * torch.nn.functional.avg_pool2d(pad, 5, stride=1)[:, 0]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[np.ndarray, Path]:
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4000, size=(4, 96, 80)).astype(np.uint16)
+    path = write_ome_zarr(
+        x,
+        tmp_path / "in.ome.zarr",
+        axes="tyx",
+        scale={"y": 0.3, "x": 0.3},
+        chunks=(1, 32, 40),
+        n_levels=2,
+    )
+    return x, path
+
+
+def test_chunked_equals_whole_array_with_halo(stack, tmp_path):
+    x, path = stack
+    res = run_batch(_gauss, path, tmp_path / "out", halo=(0, 6, 6), progress=False)
+    got = open_dataset(res.output).data.compute()
+    want = _gauss(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert res.n_shards == 4 * 3 * 2 and res.n_computed == res.n_shards and res.n_skipped == 0
+
+
+def test_too_small_halo_differs_from_whole_array(stack, tmp_path):
+    x, path = stack
+    res = run_batch(_gauss, path, tmp_path / "out", halo=0, progress=False)
+    assert not np.array_equal(open_dataset(res.output).data.compute(), _gauss(x))
+
+
+def test_component_halo_from_footprint_and_metadata(stack, tmp_path):
+    x, path = stack
+    comp = _BoxFilter(scale=2.0)
+    res = run_batch(comp, path, tmp_path / "out", progress=False)
+    out = open_dataset(res.output)
+    with torch.no_grad():
+        want = comp(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_array_equal(out.data.compute(), want)
+    # output keeps axes, physical scale and units; it is an OME-Zarr image
+    assert out.format == "ome-zarr" and out.axes == "tyx"
+    assert out.scale["y"] == pytest.approx(0.3)
+    assert res.provenance["config"]["halo"] == [0, 2, 2]
+    # one dask block = one shard of the output array
+    z = zarr.open_array(str(res.output / "data"), mode="r")
+    assert z.shards == (1, 32, 40)
+
+
+def test_provenance_and_report(stack, tmp_path):
+    _, path = stack
+    res = run_batch(
+        _gauss, path, tmp_path / "out", halo=(0, 6, 6), progress=False, config={"note": "t"}
+    )
+    prov = json.loads((res.output / "provenance.json").read_text())
+    assert prov["config"]["note"] == "t"
+    assert prov["versions"]["dask"] and prov["versions"]["zarr"]
+    assert prov["host"]["hostname"]
+    assert "git" in prov
+    assert prov["inputs"][0]["checksum"]["sha256"]
+    attrs = dict(zarr.open_group(str(res.output), mode="r").attrs)
+    assert attrs["learndock"]["provenance"]["inputs"] == prov["inputs"]
+    assert attrs["learndock"]["status"] == "complete"
+    assert (res.output / ".batch" / "dask-report.html").is_file()
+    perf = json.loads((res.output / ".batch" / "dask-performance.json").read_text())
+    assert perf["n_tasks"] > 0
+
+
+def test_rerun_skips_and_unmarked_partial_shard_is_recomputed(stack, tmp_path):
+    x, path = stack
+    out = tmp_path / "out"
+    first = run_batch(_gauss, path, out, halo=(0, 6, 6), progress=False)
+    ref = open_dataset(out).data.compute()
+    # an interrupted shard: marker gone, shard file garbage (a torn write)
+    (out / ".batch" / "done" / "2_1_0").unlink()
+    z = zarr.open_array(str(out / "data"), mode="r")
+    shard_file = out / "data" / z.metadata.encode_chunk_key((2, 1, 0))
+    shard_file.write_bytes(b"\x00garbage")
+    second = run_batch(_gauss, path, out, halo=(0, 6, 6), progress=False)
+    assert second.n_skipped == first.n_shards - 1 and second.n_computed == 1
+    np.testing.assert_array_equal(open_dataset(out).data.compute(), ref)
+
+
+def test_different_job_refuses_to_resume(stack, tmp_path):
+    _, path = stack
+    out = tmp_path / "out"
+    run_batch(_gauss, path, out, halo=(0, 6, 6), progress=False)
+    with pytest.raises(ValueError, match=r"different job"):
+        run_batch(_gauss, path, out, halo=(0, 4, 4), progress=False)
+    res = run_batch(_gauss, path, out, halo=(0, 4, 4), progress=False, overwrite=True)
+    assert res.n_computed == res.n_shards
+
+
+def test_numpy_and_zarr_inputs_and_dtype(tmp_path):
+    x = np.arange(60 * 50, dtype=np.float64).reshape(60, 50)
+    res = run_batch(lambda b: b * 2, x, tmp_path / "a", chunks=(20, 25), progress=False)
+    assert res.dtype == "<f8"
+    np.testing.assert_array_equal(open_dataset(res.output).data.compute(), 2 * x)
+    p = write_zarr(
+        x.astype(np.float32), tmp_path / "plain.zarr", axes="yx", chunks=(10, 25), shards=(20, 25)
+    )
+    res = run_batch(lambda b: b + 1, p, tmp_path / "b", progress=False, scheduler="synchronous")
+    np.testing.assert_array_equal(open_dataset(res.output).data.compute(), x.astype(np.float32) + 1)
+
+
+def test_errors(stack, tmp_path):
+    _, path = stack
+    with pytest.raises(ValueError, match="scheduler"):
+        run_batch(_gauss, path, tmp_path / "o1", scheduler="pbs")
+    with pytest.raises(ValueError, match="halo"):
+        run_batch(_gauss, path, tmp_path / "o2", halo=(0, 50, 6), progress=False)
+    with pytest.raises(ValueError, match="memory_limit"):
+        run_batch(
+            _gauss, path, tmp_path / "o3", halo=(0, 6, 6), memory_limit="10kB", progress=False
+        )
+    with pytest.raises(ValueError, match="shape"):
+        run_batch(lambda b: b[..., :1], path, tmp_path / "o4", progress=False)
+    with pytest.raises(TypeError, match="input"):
+        run_batch(_gauss, 42, tmp_path / "o5")
+    with pytest.raises(ValueError, match="non-empty"):
+        run_batch(_gauss, np.zeros((0, 3)), tmp_path / "o6")
+
+
+def test_helpers():
+    assert parse_memory("2GB") == 2 * 10**9 and parse_memory("1.5GiB") == int(1.5 * 2**30)
+    with pytest.raises(ValueError, match="memory_limit"):
+        parse_memory("lots")
+    assert resolve_halo(_BoxFilter(), 3, None) == (0, 2, 2)
+    assert resolve_halo(None, 3, 4) == (4, 4, 4)
+    assert resolve_halo(None, 3, {1: 3}) == (0, 3, 0)
+    with pytest.raises(ValueError, match="halo"):
+        resolve_halo(None, 2, (1, 2, 3))
+
+
+_JOB = """
+import time
+import numpy as np
+from scipy import ndimage
+
+def slow_filter(block):
+    time.sleep(0.08)
+    return ndimage.gaussian_filter(block.astype(np.float32), (0, 2, 2), truncate=3.0)
+
+def main(inp, out):
+    from pipelines.batch import run_batch
+    run_batch(slow_filter, inp, out, halo=(0, 6, 6), n_workers=2, progress=False)
+"""
+
+
+def _load_job(directory: Path):
+    spec = importlib.util.spec_from_file_location("batchjob", directory / "batchjob.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["batchjob"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    rng = np.random.default_rng(11)
+    x = rng.normal(100, 10, size=(16, 64, 64)).astype(np.float32)
+    inp = write_zarr(x, tmp_path / "in.zarr", axes="tyx", chunks=(1, 32, 32), shards=(1, 32, 32))
+    (tmp_path / "batchjob.py").write_text(textwrap.dedent(_JOB))
+    out = tmp_path / "killed"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import batchjob; batchjob.main({str(inp)!r}, {str(out)!r})"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    total = 16 * 2 * 2
+    deadline = time.monotonic() + 120
+    try:
+        while len(completed_shards(out)) < 16:
+            if proc.poll() is not None:
+                pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("batch job made no progress")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    n_done = len(completed_shards(out))
+    assert 16 <= n_done < total, "the kill must land mid-run"
+    job = _load_job(tmp_path)
+    try:
+        resumed = run_batch(job.slow_filter, inp, out, halo=(0, 6, 6), n_workers=2, progress=False)
+        assert resumed.n_skipped == n_done and resumed.n_computed == total - n_done
+        clean = run_batch(
+            job.slow_filter, inp, tmp_path / "clean", halo=(0, 6, 6), n_workers=2, progress=False
+        )
+    finally:
+        sys.modules.pop("batchjob", None)
+    a = open_dataset(out).data.compute()
+    b = open_dataset(clean.output).data.compute()
+    assert a.tobytes() == b.tobytes()
+    np.testing.assert_array_equal(b, job.slow_filter(x))
+
+
+def test_distributed_two_workers_matches_local(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 64, 48)).astype(np.float32)
+    inp = write_zarr(x, tmp_path / "in.zarr", axes="tyx", chunks=(1, 32, 48))
+    local = run_batch(_gauss, inp, tmp_path / "local", halo=(0, 6, 6), progress=False)
+    dist = run_batch(
+        _gauss,
+        inp,
+        tmp_path / "dist",
+        halo=(0, 6, 6),
+        scheduler="distributed",
+        n_workers=2,
+        progress=False,
+    )
+    a = open_dataset(local.output).data.compute()
+    b = open_dataset(dist.output).data.compute()
+    assert a.tobytes() == b.tobytes()
+    perf = json.loads((dist.output / ".batch" / "dask-performance.json").read_text())
+    assert len(perf["workers"]) >= 1
