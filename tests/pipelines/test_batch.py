@@ -110,7 +110,7 @@ def test_provenance_and_report(stack, tmp_path):
 
 
 def test_rerun_skips_and_unmarked_partial_shard_is_recomputed(stack, tmp_path):
-    x, path = stack
+    _, path = stack
     out = tmp_path / "out"
     first = run_batch(_gauss, path, out, halo=(0, 6, 6), progress=False)
     ref = open_dataset(out).data.compute()
