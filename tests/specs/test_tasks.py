@@ -102,7 +102,7 @@ def test_nearest_ranks_by_mmd_and_filters_semantics(tmp_path):
     hits = lib.nearest(
         goal="reconstruct", modality="microscopy", scale="micro", rkme=_emb(0.0, seed=9), k=5
     )
-    assert [h.task.task_id for h in hits][0] == near.task_id
+    assert next(h.task.task_id for h in hits) == near.task_id
     assert len(hits) == 2 and all(
         h.task.goal == "reconstruct" and h.task.modality == "microscopy" for h in hits
     )

@@ -1,0 +1,1509 @@
+"""The customizable learning loop: task -> recall -> compose -> score -> refine -> swap -> remember.
+
+Given a task (goal, modality, scale, data, optional labels, a budget in seconds and
+refinement steps) :func:`solve` builds a solution from what is in the dock instead of
+training from scratch:
+
+1. **Recall** -- the task library (:mod:`specs.tasks`) is searched for solved tasks with
+   the same goal and modality; they are ranked by the squared MMD between the RKME of this
+   task's data and theirs.  A close hit (``mmd <= recall_mmd``) gives the initial
+   pipeline, tuned parameters included.
+2. **Compose** -- otherwise (or when the recalled pipeline misses the target) every
+   *stage role* that the goal needs (:data:`GOALS`) is searched among the learnwares
+   (semantic filter on task and modality, ranked by MMD to this data); the top
+   ``top_k`` candidates per role are combined, combinations that solved earlier tasks
+   first (the library is a source of composition patterns), and each combination is
+   scored quickly on a subsample.  A crashing candidate is marked failed in the trace
+   and the loop goes on.
+3. **Reuse modes** -- for the best combination the loop also scores an averaging
+   ensemble of the top-k learnwares of the last role and per-item job selection
+   (each item -- tile, star, trial -- routed to the learnware whose RKME is nearest to
+   it), and keeps the best by the quick score.  Differentiable fine-tuning is step 4.
+4. **Refine** -- the parameters of the chosen pipeline are fine-tuned by gradient
+   descent on the labels (or the stages' self-supervised criteria).  When the score
+   stalls below the target, the stage that helps least (ablation: score change when the
+   stage is removed; ties broken by its gradient norm) is swapped for its role's next
+   candidate, and refinement goes on -- within the budget.
+5. **Remember** -- the task (semantic description, data RKME, final pipeline config with
+   tuned parameters, scores, time, provenance) is stored in the task library.
+
+The result carries the trace (``solve.json``): what was recalled, every candidate tried
+with its score or failure, what was swapped and why, and when the target was reached.
+
+Scores are "higher is better".  With labels the goal's metric is used (:data:`METRICS`);
+a ``scorer``/``loss`` given with the task overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import inspect
+import itertools
+import math
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from specs.tasks import Embedding, SolvedTask, TaskLibrary, mmd_batch
+
+__all__ = [
+    "GOALS",
+    "METRICS",
+    "BudgetTooSmallError",
+    "Candidate",
+    "CandidateSource",
+    "Chain",
+    "DeclarationSource",
+    "EnsembleStage",
+    "NoCandidateError",
+    "Role",
+    "SelectStage",
+    "SolveResult",
+    "Task",
+    "build_pipeline",
+    "embed",
+    "primary_output",
+    "register_goal",
+    "solve",
+]
+
+
+class NoCandidateError(LookupError):
+    """A stage role that the goal needs has no registered learnware."""
+
+
+class BudgetTooSmallError(ValueError):
+    """The time or step budget does not allow a single candidate to be tried."""
+
+
+# --------------------------------------------------------------------------------------
+# goals and roles
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """One stage of a goal: which learnware tasks may fill it.
+
+    Parameters
+    ----------
+    name : str
+        Role name used in configs and the trace (``"background"``, ``"detector"``).
+    tasks : tuple of str
+        Semantic tasks (:func:`specs.semantic.known_tasks`) a learnware may have to fill it.
+    optional : bool
+        If True the composition may also leave the role out.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    optional: bool = False
+
+
+GOALS: dict[str, tuple[Role, ...]] = {
+    "detect-transients": (
+        Role("background", ("background-separation", "detrending"), optional=True),
+        Role("detector", ("anomaly-detection", "spot-detection")),
+    ),
+    "detect-spots": (
+        Role("restore", ("deconvolution",), optional=True),
+        Role("detector", ("spot-detection",)),
+    ),
+    "find-transits": (
+        Role("detrend", ("detrending",), optional=True),
+        Role("search", ("transit-search",)),
+    ),
+    "discover-law": (
+        Role("smoother", ("trajectory-smoothing",), optional=True),
+        Role("law", ("equation-discovery", "symbolic-regression", "conservation-law")),
+    ),
+    "reconstruct": (
+        Role("restore", ("deconvolution", "adaptive-sampling", "trajectory-smoothing")),
+    ),
+}
+"""Goal -> the stage roles it needs, in data-flow order."""
+
+METRICS: dict[str, str] = {
+    "detect-transients": "ap",
+    "detect-spots": "ap",
+    "find-transits": "period",
+    "discover-law": "r2",
+    "reconstruct": "snr",
+}
+"""Goal -> the labelled metric: ``snr`` (dB of signal over residual), ``ap`` (average
+precision of a score map against a binary mask), ``r2`` (coefficient of determination),
+``period`` (1 at the true period, falling linearly to 0 at 2 % relative error)."""
+
+
+def register_goal(name: str, roles: Sequence[Role], *, metric: str = "r2") -> None:
+    """Add or replace a goal.
+
+    Examples
+    --------
+    >>> register_goal("smooth-gait", [Role("smoother", ("trajectory-smoothing",))], metric="snr")
+    >>> [r.name for r in GOALS["smooth-gait"]]
+    ['smoother']
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty goal name, got {name!r}")
+    roles = tuple(roles)
+    if not roles or not all(isinstance(r, Role) for r in roles):
+        raise ValueError(f"roles: expected a non-empty sequence of Role, got {roles!r}")
+    if metric not in ("snr", "ap", "r2", "period"):
+        raise ValueError(f"metric: expected one of ['snr', 'ap', 'r2', 'period'], got {metric!r}")
+    GOALS[name] = roles
+    METRICS[name] = metric
+
+
+# --------------------------------------------------------------------------------------
+# the task
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Task:
+    """A task to solve.
+
+    Parameters
+    ----------
+    goal : str
+        One of :data:`GOALS`.
+    modality, scale : str
+        The data's modality (``microscopy``, ``light-curve``, ``biomechanics``...) and scale.
+    data : Tensor or dict of Tensor
+        The input; a dict maps names to tensors (the first entry is the primary input,
+        e.g. ``{"flux": ..., "time": ...}``).
+    labels : optional
+        Ground truth for the goal's metric (a tensor, or a dict such as ``{"period": P}``).
+    budget_s : float
+        Wall-time budget in seconds.
+    steps : int
+        Budget of refinement (gradient) steps in total.
+    target : float, optional
+        The score that counts as "solved"; the loop stops early once reached.
+    items : bool
+        True if the leading axis of the primary input enumerates independent items (stars,
+        tiles, trials): enables subsampled quick scoring and per-item job selection.
+    quick_items : int
+        Items used for quick scoring when ``items`` is True.
+    scorer, loss : callable, optional
+        ``scorer(output, labels, data) -> float`` (higher is better) and a differentiable
+        ``loss(output, labels, data) -> Tensor`` that override the goal's metric.
+    description, tags : str, tuple
+        Free text stored with the solved task.
+    """
+
+    goal: str
+    modality: str
+    scale: str
+    data: Any
+    labels: Any = None
+    budget_s: float = 60.0
+    steps: int = 60
+    target: float | None = None
+    items: bool = False
+    quick_items: int = 8
+    scorer: Callable[..., float] | None = None
+    loss: Callable[..., torch.Tensor] | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.goal not in GOALS:
+            raise ValueError(f"goal: expected one of {sorted(GOALS)}, got {self.goal!r}")
+        for name in ("modality", "scale"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"{name}: expected a non-empty string, got {v!r}")
+        if isinstance(self.data, torch.Tensor | np.ndarray):
+            self.data = {"data": self.data}
+        if not isinstance(self.data, Mapping) or not self.data:
+            raise ValueError(
+                f"data: expected a tensor or a non-empty dict of tensors, got {type(self.data).__name__}"
+            )
+        self.data = {str(k): _as_tensor(v, f"data[{k!r}]") for k, v in self.data.items()}
+        first = next(iter(self.data.values()))
+        if first.numel() == 0:
+            raise ValueError(
+                f"data: the primary input {next(iter(self.data))!r} is empty (shape {tuple(first.shape)})"
+            )
+        if (
+            not (isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s))
+            or self.budget_s <= 0
+        ):
+            raise BudgetTooSmallError(
+                f"budget_s: expected a time budget > 0 seconds, got {self.budget_s!r}"
+            )
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(
+                f"steps: expected an integer >= 0 (refinement steps), got {self.steps!r}"
+            )
+        if not isinstance(self.quick_items, int) or self.quick_items < 1:
+            raise ValueError(f"quick_items: expected an integer >= 1, got {self.quick_items!r}")
+
+    @property
+    def primary(self) -> str:
+        return next(iter(self.data))
+
+    def n_items(self) -> int:
+        return int(self.data[self.primary].shape[0]) if self.items else 1
+
+
+def _as_tensor(v: Any, name: str) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+# --------------------------------------------------------------------------------------
+# RKME of task data
+# --------------------------------------------------------------------------------------
+_FALLBACK_FEATURIZER = "solve-stats/1"
+
+
+def _features(data: Any, modality: str) -> tuple[np.ndarray, str, float | None]:
+    """Feature rows, featurizer id and its fixed bandwidth (None: median heuristic)."""
+    try:
+        from specs.features import featurize, get_featurizer
+
+        feat = get_featurizer(modality=modality)
+        tries = [data]
+        if isinstance(data, Mapping) and data:
+            tries.append(data[next(iter(data))])
+        for d in tries:
+            try:
+                rows = featurize(d, modality=modality)
+                return rows.numpy().astype(np.float32), feat.id, feat.bandwidth
+            except (ValueError, TypeError, KeyError, IndexError):
+                continue
+    except (ImportError, ValueError):
+        pass
+    x = data[next(iter(data))] if isinstance(data, Mapping) else data
+    x = torch.as_tensor(x).detach().double().cpu()
+    x = (
+        x.reshape(x.shape[0], -1)
+        if x.ndim >= 2
+        else x[: (x.numel() // 64) * 64].reshape(-1, 64)
+        if x.numel() >= 64
+        else x.reshape(1, -1)
+    )
+    x = torch.nan_to_num(x)
+    mu, sd = (
+        x.mean(1),
+        x.std(1).clamp_min(1e-12) if x.shape[1] > 1 else torch.ones(x.shape[0], dtype=x.dtype),
+    )
+    z = (x - mu[:, None]) / sd[:, None]
+    q = torch.quantile(z, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=x.dtype), dim=1).T
+    d1 = z.diff(dim=1) if z.shape[1] > 1 else torch.zeros_like(z)
+    rows = torch.cat(
+        [
+            torch.sign(mu)[:, None] * torch.log1p(mu.abs())[:, None],
+            torch.log(sd.clamp_min(1e-12))[:, None],
+            q,
+            (z**3).mean(1, keepdim=True),
+            (z**4).mean(1, keepdim=True).clamp_min(1e-12).log(),
+            d1.std(1, keepdim=True),
+        ],
+        dim=1,
+    )
+    return rows.float().numpy(), _FALLBACK_FEATURIZER, None
+
+
+def embed(data: Any, modality: str, *, m: int = 32, seed: int = 0) -> Embedding:
+    """The RKME (as an :class:`~specs.tasks.Embedding`) of ``data`` in the modality's
+    featurizer space.
+
+    Notes
+    -----
+    The reduced set is ``m`` k-means centres of the feature rows (a few Lloyd iterations
+    from a seeded k-means++ start) with weights equal to their cluster fractions: the
+    kernel mean :math:`\\frac1n \\sum_i k(x_i, \\cdot)` is approximated by
+    :math:`\\sum_j \\beta_j k(z_j, \\cdot)`.  The Gaussian kernel parameter is
+    :math:`\\gamma = 1 / (2 h^2)` with the featurizer's fixed bandwidth ``h`` (or the median
+    pairwise distance).
+
+    Examples
+    --------
+    >>> e = embed(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), "unknown-modality")
+    >>> e.points.shape[0] <= 32 and abs(float(e.weights.sum()) - 1) < 1e-5
+    True
+    """
+    rows, feat_id, bw = _features(data, modality)
+    x = torch.from_numpy(rows).double()
+    n = x.shape[0]
+    if bw is None:
+        d = torch.pdist(x[:512]) if n > 1 else x.new_ones(1)
+        med = float(d.median()) if d.numel() else 1.0
+        bw = med if med > 0 else 1.0
+    gamma = 1.0 / (2.0 * float(bw) ** 2)
+    if n <= m:
+        return Embedding(
+            points=rows, weights=np.full(n, 1.0 / n, np.float32), gamma=gamma, featurizer=feat_id
+        )
+    g = torch.Generator().manual_seed(seed)
+    centres = [x[int(torch.randint(n, (1,), generator=g))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, m):
+        total = float(d2.sum())
+        if total <= 0:
+            break
+        centres.append(x[int(torch.multinomial(d2 / total, 1, generator=g))])
+        d2 = torch.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
+    c = torch.stack(centres)
+    xx = (x**2).sum(1, keepdim=True)
+
+    def assign(c: torch.Tensor) -> torch.Tensor:
+        return (xx - 2 * x @ c.T + (c**2).sum(1)).argmin(1)
+
+    for _ in range(8):
+        lab = assign(c)
+        cnt = torch.bincount(lab, minlength=c.shape[0]).double()
+        sums = torch.zeros_like(c).index_add_(0, lab, x)
+        c = torch.where(cnt[:, None] > 0, sums / cnt.clamp_min(1)[:, None], c)
+    lab = assign(c)
+    w = torch.bincount(lab, minlength=c.shape[0]).double() / n
+    keep = w > 0
+    return Embedding(
+        points=c[keep].float().numpy(),
+        weights=w[keep].float().numpy(),
+        gamma=gamma,
+        featurizer=feat_id,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# candidates
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Candidate:
+    """A learnware that may fill a role: its name, component config and MMD to the data."""
+
+    role: str
+    learnware: str
+    config: dict[str, Any]
+    task: str = ""
+    mmd: float = float("inf")
+    rkme: Embedding | None = None
+    differentiable: bool = False
+
+    def build(self) -> nn.Module:
+        from components.base import instantiate
+
+        return instantiate(self.config)
+
+
+class CandidateSource(Protocol):
+    """Where candidates come from (the registry, or the discovered declarations)."""
+
+    def search(self, role: Role, task: Task, query: Embedding, k: int) -> list[Candidate]: ...
+
+    def describe(self) -> list[str]: ...
+
+
+class DeclarationSource:
+    """Candidates from the built-in/plug-in learnware declarations
+    (:func:`components.base.discover_learnwares`), with RKMEs computed from each
+    declaration's ``reference_data(0)`` (cached)."""
+
+    def __init__(self) -> None:
+        self._emb: dict[tuple[str, str], Embedding | None] = {}
+
+    def _decls(self) -> dict[str, Any]:
+        from components.base import discover_learnwares
+
+        return discover_learnwares()
+
+    def describe(self) -> list[str]:
+        return [
+            f"{n} (task={d.spec.task}, modality={d.spec.modality})"
+            for n, (_, d) in self._decls().items()
+        ]
+
+    def _embedding(self, name: str, decl: Any, modality: str) -> Embedding | None:
+        key = (name, modality)
+        if key not in self._emb:
+            try:
+                self._emb[key] = embed(decl.reference_data(0), modality)
+            except Exception:
+                self._emb[key] = None
+        return self._emb[key]
+
+    def search(self, role: Role, task: Task, query: Embedding, k: int) -> list[Candidate]:
+        out = []
+        for name, (cls, decl) in self._decls().items():
+            if decl.spec.task not in role.tasks or decl.spec.modality != task.modality:
+                continue
+            emb = self._embedding(name, decl, task.modality)
+            d = float(mmd_batch(query, [emb])[0]) if emb is not None else float("inf")
+            cfg = {"_target_": cls.name, **dict(decl.params)}
+            out.append(
+                Candidate(role.name, name, cfg, decl.spec.task, d, emb, bool(cls.differentiable))
+            )
+        out.sort(key=lambda c: (c.mmd, c.learnware))
+        return out[:k]
+
+
+class RegistrySource(DeclarationSource):
+    """Candidates from a :class:`specs.registry.Registry` (semantic filter, then MMD),
+    falling back to the declarations when the registry gives nothing for a role."""
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def describe(self) -> list[str]:
+        try:
+            names = [str(getattr(e, "name", e)) for e in self.registry.list()]
+        except Exception:
+            names = []
+        return names or super().describe()
+
+    def search(self, role: Role, task: Task, query: Embedding, k: int) -> list[Candidate]:
+        out: list[Candidate] = []
+        for t in role.tasks:
+            try:
+                hits = self.registry.search(task=t, modality=task.modality, k=k)
+            except Exception:
+                hits = []
+            for h in hits:
+                entry = getattr(h, "entry", h)
+                spec = getattr(entry, "spec", None)
+                params = dict(getattr(entry, "params", {}) or {})
+                if "_target_" not in params:
+                    comp = getattr(entry, "component", None)
+                    if comp is None:
+                        continue
+                    params = {"_target_": comp, **params}
+                emb = None
+                with contextlib.suppress(Exception):
+                    emb = Embedding.from_any(getattr(entry, "rkme", None))
+                d = (
+                    float(mmd_batch(query, [emb])[0])
+                    if emb is not None
+                    else float(getattr(h, "mmd", getattr(h, "distance", np.inf)))
+                )
+                name = str(getattr(spec, "name", getattr(entry, "name", params["_target_"])))
+                out.append(
+                    Candidate(
+                        role.name,
+                        name,
+                        params,
+                        t,
+                        d,
+                        emb,
+                        bool(getattr(spec, "differentiable", False)),
+                    )
+                )
+        if not out:
+            return super().search(role, task, query, k)
+        out.sort(key=lambda c: (c.mmd, c.learnware))
+        return out[:k]
+
+
+# --------------------------------------------------------------------------------------
+# composition: chains, ensembles, job selection
+# --------------------------------------------------------------------------------------
+_PRIMARY_KEYS = (
+    "output",
+    "score",
+    "scores",
+    "restored",
+    "estimate",
+    "smoothed",
+    "detrended",
+    "residual",
+    "foreground",
+    "prediction",
+    "power",
+)
+
+
+def _fields(out: Any) -> dict[str, Any]:
+    if isinstance(out, Mapping):
+        return {str(k): v for k, v in out.items()}
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return dict(zip(out._fields, out))  # type: ignore[attr-defined]
+    return {}
+
+
+def primary_output(out: Any) -> torch.Tensor:
+    """The main tensor of a stage output: the tensor itself, or the first field named
+    like an output (``output``, ``score``, ``restored``, ...), or the first floating tensor.
+
+    Raises
+    ------
+    TypeError
+        If the output holds no tensor.
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    f = _fields(out)
+    for k in _PRIMARY_KEYS:
+        if isinstance(f.get(k), torch.Tensor):
+            return f[k]
+    for v in f.values():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v
+    if isinstance(out, list | tuple) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(
+        f"stage output: expected a tensor or a structure holding one, got {type(out).__name__}"
+    )
+
+
+def _signature(module: nn.Module) -> list[tuple[str, bool]]:
+    sig = inspect.signature(type(module).forward)
+    return [
+        (p.name, p.default is inspect.Parameter.empty)
+        for p in list(sig.parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _call(module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> Any:
+    """Bind ``module``'s forward inputs: its first input takes the running value ``cur``
+    unless a value of that name was produced upstream; other inputs are taken by name."""
+    kwargs: dict[str, Any] = {}
+    for i, (name, required) in enumerate(_signature(module)):
+        if i == 0 and not (first and name in env and isinstance(env[name], torch.Tensor)):
+            kwargs[name] = cur
+        elif name in env:
+            kwargs[name] = env[name]
+        elif required:
+            raise TypeError(
+                f"{getattr(module, 'name', type(module).__name__)}: input {name!r} is neither produced upstream nor in the data (have {sorted(env)})"
+            )
+    return module(**kwargs)
+
+
+class EnsembleStage(nn.Module):
+    """Averaging ensemble of several learnwares of one role.
+
+    The members' primary outputs are averaged; with ``standardize`` (score maps of
+    detectors, whose scales differ) each is first z-scored.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], *, standardize: bool = False) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"members: an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.standardize = standardize
+
+    def run(self, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> torch.Tensor:
+        outs = []
+        for m in self.members:
+            y = primary_output(_call(m, env, cur, first))
+            if self.standardize:
+                y = (y - y.mean()) / y.std().clamp_min(1e-12)
+            outs.append(y)
+        if len({tuple(o.shape) for o in outs}) != 1:
+            raise ValueError(
+                f"ensemble: member outputs differ in shape: {[tuple(o.shape) for o in outs]}"
+            )
+        return torch.stack(outs).mean(0)
+
+
+class SelectStage(nn.Module):
+    """Per-item job selection: each item (leading axis) goes to the member whose RKME is
+    nearest (smallest MMD) to the item's own embedding."""
+
+    def __init__(
+        self, members: Sequence[nn.Module], embeddings: Sequence[Embedding], *, modality: str
+    ) -> None:
+        super().__init__()
+        if len(members) < 2 or len(members) != len(embeddings):
+            raise ValueError(
+                f"members: job selection needs >= 2 members with one RKME each, got {len(members)} and {len(embeddings)}"
+            )
+        self.members = nn.ModuleList(members)
+        self.embeddings = list(embeddings)
+        self.modality = modality
+        self.last_routes: list[int] = []
+
+    def route(self, x: torch.Tensor) -> list[int]:
+        routes = []
+        for i in range(x.shape[0]):
+            q = embed(x[i : i + 1].detach(), self.modality, m=8)
+            routes.append(int(np.argmin(mmd_batch(q, self.embeddings))))
+        return routes
+
+    def run(self, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> torch.Tensor:
+        routes = self.route(cur)
+        self.last_routes = routes
+        n = cur.shape[0]
+        out: torch.Tensor | None = None
+        for j, m in enumerate(self.members):
+            idx = [i for i, r in enumerate(routes) if r == j]
+            if not idx:
+                continue
+            it = torch.tensor(idx, device=cur.device)
+            sub_env = {
+                k: (
+                    v.index_select(0, it)
+                    if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n
+                    else v
+                )
+                for k, v in env.items()
+            }
+            y = primary_output(_call(m, sub_env, cur.index_select(0, it), first))
+            if y.ndim == 0 or y.shape[0] != len(idx):
+                raise ValueError(
+                    f"job selection: member output must keep the item axis, got shape {tuple(y.shape)} for {len(idx)} items"
+                )
+            if out is None:
+                out = y.new_zeros((n, *y.shape[1:]))
+            out = out.index_copy(0, it, y)
+        assert out is not None
+        return out
+
+
+class Chain(nn.Module):
+    """Stages applied in order; each stage's primary output feeds the next one.
+
+    Parameters
+    ----------
+    stages : sequence of (role, module)
+        The stages in data-flow order.
+    """
+
+    def __init__(self, stages: Sequence[tuple[str, nn.Module]]) -> None:
+        super().__init__()
+        if not stages:
+            raise ValueError("stages: a pipeline needs at least one stage")
+        self.roles = [r for r, _ in stages]
+        self.stages = nn.ModuleList([m for _, m in stages])
+
+    def forward(self, data: Mapping[str, torch.Tensor]) -> Any:
+        env: dict[str, Any] = dict(data)
+        cur = next(iter(data.values()))
+        out: Any = cur
+        for i, stage in enumerate(self.stages):
+            out = (
+                stage.run(env, cur, i == 0)
+                if isinstance(stage, EnsembleStage | SelectStage)
+                else _call(stage, env, cur, i == 0)
+            )
+            env.update({k: v for k, v in _fields(out).items() if isinstance(v, torch.Tensor)})
+            cur = primary_output(out)
+        return out
+
+    def self_supervised_loss(
+        self, data: Mapping[str, torch.Tensor]
+    ) -> tuple[Any, torch.Tensor | None]:
+        """Run the chain and sum the stages' self-supervised criteria (None if none has one)."""
+        env: dict[str, Any] = dict(data)
+        cur = next(iter(data.values()))
+        total: torch.Tensor | None = None
+        out: Any = cur
+        for i, stage in enumerate(self.stages):
+            inputs = {"input": cur, **env}
+            out = (
+                stage.run(env, cur, i == 0)
+                if isinstance(stage, EnsembleStage | SelectStage)
+                else _call(stage, env, cur, i == 0)
+            )
+            ssl = getattr(stage, "self_supervised_loss", None)
+            if callable(ssl) and not isinstance(stage, Chain):
+                with contextlib.suppress(Exception):
+                    v = ssl(inputs, out)
+                    if isinstance(v, torch.Tensor):
+                        total = v if total is None else total + v
+            env.update({k: v for k, v in _fields(out).items() if isinstance(v, torch.Tensor)})
+            cur = primary_output(out)
+        return out, total
+
+
+# --------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------
+def _flat_pair(out: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    y = primary_output(out)
+    t = (
+        labels
+        if isinstance(labels, torch.Tensor)
+        else primary_output(labels)
+        if _fields(labels)
+        else torch.as_tensor(np.asarray(labels))
+    )
+    if y.numel() != t.numel():
+        raise ValueError(
+            f"labels: expected {y.numel()} values like the output (shape {tuple(y.shape)}), got shape {tuple(t.shape)}"
+        )
+    return y.reshape(-1), t.reshape(-1).to(y)
+
+
+def _average_precision(score: torch.Tensor, mask: torch.Tensor) -> float:
+    s, m = score.detach().double().cpu().numpy(), mask.detach().cpu().numpy() > 0.5
+    if not m.any():
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    hits = m[order]
+    prec = np.cumsum(hits) / np.arange(1, hits.size + 1)
+    return float(prec[hits].sum() / hits.sum())
+
+
+def _find_period(out: Any) -> float:
+    f = _fields(out)
+    for k in ("period", "best_period", "periods"):
+        if k in f:
+            v = torch.as_tensor(f[k]).detach().reshape(-1)
+            if k == "periods" and "power" in f:
+                v = v[torch.as_tensor(f["power"]).detach().reshape(-1).argmax()]
+            return float(v.reshape(-1)[0])
+    raise ValueError(
+        "output: the find-transits metric needs a 'period' or 'best_period' field in the output"
+    )
+
+
+def metric_score(goal: str, out: Any, labels: Any) -> float:
+    """The goal's labelled metric (higher is better), see :data:`METRICS`."""
+    kind = METRICS.get(goal, "r2")
+    if kind == "period":
+        p0 = float(labels["period"] if isinstance(labels, Mapping) else labels)
+        p = _find_period(out)
+        return max(0.0, 1.0 - abs(p - p0) / p0 / 0.02)
+    y, t = _flat_pair(out, labels)
+    y, t = y.detach().double(), t.detach().double()
+    if kind == "ap":
+        return _average_precision(y, t)
+    if kind == "snr":
+        return float(
+            10 * torch.log10(((t - t.mean()) ** 2).sum() / ((y - t) ** 2).sum().clamp_min(1e-30))
+        )
+    return float(1 - ((y - t) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp_min(1e-30))
+
+
+def metric_loss(goal: str, out: Any, labels: Any) -> torch.Tensor | None:
+    """A differentiable surrogate of the goal's metric (lower is better), or None."""
+    kind = METRICS.get(goal, "r2")
+    if kind == "period":
+        return None
+    y, t = _flat_pair(out, labels)
+    if kind == "ap":
+        yc, tc = y - y.mean(), t - t.mean()
+        return 1 - (yc * tc).sum() / (yc.norm() * tc.norm()).clamp_min(1e-12)
+    return ((y - t) ** 2).mean() / t.var().clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SolveResult:
+    """What :func:`solve` returns.
+
+    Attributes
+    ----------
+    pipeline : Chain
+        The final pipeline (tuned).
+    config : dict
+        Its plain-data config (rebuild with :func:`build_pipeline`).
+    score : float
+        Its quick score (higher is better).
+    trace : dict
+        The trace written to ``solve.json``.
+    solved : SolvedTask or None
+        The record stored in the task library (None when not remembered).
+    time_to_target : float or None
+        Seconds until the target score was first reached (None if never / no target).
+    """
+
+    pipeline: Chain
+    config: dict[str, Any]
+    score: float
+    trace: dict[str, Any]
+    solved: SolvedTask | None
+    time_to_target: float | None
+
+
+def _state_of(module: nn.Module, limit: int = 20000) -> dict[str, Any]:
+    sd = {k: v.detach().cpu() for k, v in module.state_dict().items() if v.is_floating_point()}
+    if sum(v.numel() for v in sd.values()) > limit:
+        return {}
+    return {
+        k: {"shape": list(v.shape), "values": v.double().reshape(-1).tolist()}
+        for k, v in sd.items()
+    }
+
+
+def _load_state(module: nn.Module, state: Mapping[str, Any]) -> None:
+    if not state:
+        return
+    own = module.state_dict()
+    new = {}
+    for k, v in state.items():
+        if k in own and list(own[k].shape) == list(v["shape"]):
+            new[k] = torch.tensor(v["values"], dtype=own[k].dtype).reshape(own[k].shape)
+    module.load_state_dict(new, strict=False)
+
+
+def _stage_config(
+    role: str, mode: str, cands: Sequence[Candidate], module: nn.Module
+) -> dict[str, Any]:
+    members = list(module.members) if isinstance(module, EnsembleStage | SelectStage) else [module]
+    cfgs = []
+    for c, m in zip(cands, members):
+        hc = m.hydra_config() if hasattr(m, "hydra_config") else dict(c.config)
+        cfgs.append({"learnware": c.learnware, "config": hc, "state": _state_of(m)})
+    d: dict[str, Any] = {"role": role, "mode": mode, "members": cfgs}
+    if mode == "select":
+        d["rkme"] = [
+            {
+                "points": c.rkme.points.tolist(),
+                "weights": c.rkme.weights.tolist(),
+                "gamma": c.rkme.gamma,
+                "featurizer": c.rkme.featurizer,
+            }
+            for c in cands
+            if c.rkme is not None
+        ]
+    if mode == "ensemble":
+        d["standardize"] = bool(getattr(module, "standardize", False))
+    return d
+
+
+def build_pipeline(config: Mapping[str, Any], *, modality: str | None = None) -> Chain:
+    """Rebuild a pipeline from its config (as stored in the task library / ``result.json``).
+
+    Examples
+    --------
+    >>> build_pipeline({"stages": []})
+    Traceback (most recent call last):
+    ...
+    ValueError: stages: a pipeline needs at least one stage
+    """
+    from components.base import instantiate
+
+    stages = []
+    for st in config.get("stages", []):
+        members = []
+        for mem in st["members"]:
+            m = instantiate(mem["config"])
+            _load_state(m, mem.get("state", {}))
+            members.append(m)
+        mode = st.get("mode", "direct")
+        if mode == "ensemble":
+            mod: nn.Module = EnsembleStage(members, standardize=bool(st.get("standardize", False)))
+        elif mode == "select":
+            embs = [
+                Embedding(
+                    np.asarray(e["points"]), np.asarray(e["weights"]), e["gamma"], e["featurizer"]
+                )
+                for e in st["rkme"]
+            ]
+            mod = SelectStage(members, embs, modality=modality or config.get("modality", ""))
+        else:
+            mod = members[0]
+        stages.append((st["role"], mod))
+    return Chain(stages)
+
+
+class _Clock:
+    def __init__(self, budget_s: float) -> None:
+        self.t0 = time.perf_counter()
+        self.budget = budget_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.budget - self.elapsed()
+
+
+def _subsample(task: Task, seed: int) -> tuple[dict[str, torch.Tensor], Any]:
+    if not task.items:
+        return task.data, task.labels
+    n = task.n_items()
+    if n <= task.quick_items:
+        return task.data, task.labels
+    idx = torch.from_numpy(
+        np.sort(np.random.default_rng(seed).choice(n, task.quick_items, replace=False))
+    )
+
+    def take(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n:
+            return v.index_select(0, idx.to(v.device))
+        if isinstance(v, Mapping):
+            return {k: take(x) for k, x in v.items()}
+        return v
+
+    return take(task.data), take(task.labels)
+
+
+def solve(
+    task: Task,
+    *,
+    library: TaskLibrary | None = None,
+    source: CandidateSource | None = None,
+    top_k: int = 3,
+    max_combos: int = 12,
+    recall_mmd: float = 0.1,
+    modes: Sequence[str] = ("direct", "ensemble", "select"),
+    lr: float = 0.05,
+    round_steps: int = 10,
+    max_swaps: int = 3,
+    stall_tol: float = 1e-3,
+    remember: bool = True,
+    seed: int = 0,
+) -> SolveResult:
+    """Solve ``task`` from the dock: recall, compose, score, refine, swap, remember.
+
+    Parameters
+    ----------
+    task : Task
+        What to solve, with its budget.
+    library : TaskLibrary, optional
+        The task library (default: the one beside the registry, ``LEARNDOCK_REGISTRY``).
+    source : CandidateSource, optional
+        Where candidates come from (default: the registry when it exists, else the
+        discovered learnware declarations).
+    top_k : int
+        Candidates per role.
+    max_combos : int
+        At most this many combinations are scored.
+    recall_mmd : float
+        A remembered task whose squared MMD to this data is at most this is a "close hit".
+    modes : sequence of str
+        Reuse modes to try beyond ``direct``: ``ensemble``, ``select``.
+    lr : float
+        Adam step size for refinement.
+    round_steps : int
+        Refinement steps between two evaluations (stall checks).
+    max_swaps : int
+        At most this many stage swaps.
+    stall_tol : float
+        A refinement round that improves the score by less than this (relative to
+        ``max(1, |score|)``) counts as a stall, which triggers a swap.
+    remember : bool
+        Store the solved task in the library.
+    seed : int
+        Seed of the subsample.
+
+    Returns
+    -------
+    SolveResult
+
+    Raises
+    ------
+    NoCandidateError
+        If a required role has no registered learnware (the message names the role and
+        lists what is registered).
+    BudgetTooSmallError
+        If the budget runs out before a single candidate could be scored.
+    """
+    for name, v, lo in (
+        ("top_k", top_k, 1),
+        ("max_combos", max_combos, 1),
+        ("round_steps", round_steps, 1),
+        ("max_swaps", max_swaps, 0),
+    ):
+        if not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    for mode in modes:
+        if mode not in ("direct", "ensemble", "select"):
+            raise ValueError(
+                f"modes: expected a subset of ['direct', 'ensemble', 'select'], got {list(modes)!r}"
+            )
+    clock = _Clock(task.budget_s)
+    library = library if library is not None else TaskLibrary()
+    source = source if source is not None else _default_source()
+    roles = GOALS[task.goal]
+    trace: dict[str, Any] = {
+        "task": {
+            "goal": task.goal,
+            "modality": task.modality,
+            "scale": task.scale,
+            "budget_s": task.budget_s,
+            "steps": task.steps,
+            "target": task.target,
+            "labels": task.labels is not None,
+            "description": task.description,
+        },
+        "roles": [dataclasses.asdict(r) for r in roles],
+        "recall": [],
+        "candidates": {},
+        "tried": [],
+        "modes": [],
+        "refine": [],
+        "swaps": [],
+        "events": [],
+    }
+    sub_data, sub_labels = _subsample(task, seed)
+    query = embed(task.data, task.modality)
+    trace["rkme"] = {
+        "featurizer": query.featurizer,
+        "m": int(query.points.shape[0]),
+        "gamma": query.gamma,
+    }
+    best: dict[str, Any] = {
+        "score": -math.inf,
+        "chain": None,
+        "cands": None,
+        "mode": "direct",
+        "origin": None,
+    }
+    reached: list[float] = []
+
+    def score_of(chain: Chain) -> float:
+        chain.eval()
+        with torch.no_grad():
+            if task.scorer is not None:
+                return float(task.scorer(chain(sub_data), sub_labels, sub_data))
+            if task.labels is not None:
+                return metric_score(task.goal, chain(sub_data), sub_labels)
+            _, ssl = chain.self_supervised_loss(sub_data)
+            return -float(ssl) if ssl is not None else float("nan")
+
+    def offer(
+        chain: Chain, cands: list[list[Candidate]], mode: str, origin: str, score: float
+    ) -> bool:
+        cur = best["score"] if math.isfinite(best["score"]) else -math.inf
+        if best["chain"] is None or (math.isfinite(score) and score > cur):
+            best.update(score=score, chain=chain, cands=cands, mode=mode, origin=origin)
+            if task.target is not None and score >= task.target and not reached:
+                reached.append(clock.elapsed())
+                trace["events"].append(
+                    {
+                        "t": round(clock.elapsed(), 4),
+                        "event": "target reached",
+                        "score": score,
+                        "by": origin,
+                    }
+                )
+            return True
+        return False
+
+    def done() -> bool:
+        return bool(reached) or clock.left() <= 0
+
+    # 1. recall ------------------------------------------------------------------------
+    hits = library.nearest(
+        goal=task.goal, modality=task.modality, scale=task.scale, rkme=query, k=3
+    )
+    patterns: dict[tuple[str, ...], int] = {}
+    for t in library.list(goal=task.goal):
+        key = tuple(
+            m["learnware"] for st in t.pipeline.get("stages", []) for m in st.get("members", [])[:1]
+        )
+        patterns[key] = patterns.get(key, 0) + 1
+    for h in hits:
+        entry = {
+            "task_id": h.task.task_id,
+            "mmd": h.mmd,
+            "score": h.task.score,
+            "same_scale": h.same_scale,
+            "close": h.mmd <= recall_mmd,
+        }
+        trace["recall"].append(entry)
+        if not entry["close"] or done():
+            continue
+        try:
+            chain = build_pipeline(h.task.pipeline, modality=task.modality)
+            s = score_of(chain)
+            cands = _cands_from_config(h.task.pipeline)
+            entry["rescored"] = s
+            offer(
+                chain,
+                cands,
+                h.task.pipeline.get("stages", [{}])[-1].get("mode", "direct"),
+                f"recall:{h.task.task_id}",
+                s,
+            )
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        if reached:
+            break
+
+    # 2. compose -----------------------------------------------------------------------
+    per_role: dict[str, list[Candidate]] = {}
+    for r in roles:
+        cs = source.search(r, task, query, top_k)
+        trace["candidates"][r.name] = [
+            {"learnware": c.learnware, "task": c.task, "mmd": c.mmd} for c in cs
+        ]
+        if not cs and not r.optional:
+            raise NoCandidateError(
+                f"role {r.name!r} of goal {task.goal!r} needs a learnware with task in {list(r.tasks)} and modality "
+                f"{task.modality!r}, but none is registered; registered learnwares: {source.describe()}"
+            )
+        per_role[r.name] = cs
+    options = [per_role[r.name] + ([None] if r.optional else []) for r in roles]  # type: ignore[operator]
+    combos = [c for c in itertools.product(*options) if any(x is not None for x in c)]
+
+    def prior(combo: tuple[Candidate | None, ...]) -> tuple[float, float]:
+        key = tuple(c.learnware for c in combo if c is not None)
+        return (
+            -patterns.get(key, 0),
+            sum(c.mmd if math.isfinite(c.mmd) else 1e3 for c in combo if c is not None),
+        )
+
+    combos.sort(key=prior)
+    combos = combos[:max_combos]
+    scored: list[tuple[float, tuple[Candidate | None, ...]]] = []
+    for combo in combos:
+        if done():
+            break
+        names = [c.learnware if c else None for c in combo]
+        rec: dict[str, Any] = {
+            "stages": dict(zip([r.name for r in roles], names)),
+            "mode": "direct",
+            "t": None,
+        }
+        try:
+            chain = Chain([(c.role, c.build()) for c in combo if c is not None])
+            s = score_of(chain)
+            rec.update(score=s, status="ok")
+            scored.append((s, combo))
+            offer(chain, [[c] for c in combo if c is not None], "direct", "compose", s)
+        except Exception as exc:
+            rec.update(score=None, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        rec["t"] = round(clock.elapsed(), 4)
+        trace["tried"].append(rec)
+    if best["chain"] is None:
+        if trace["tried"] and all(r["status"] == "failed" for r in trace["tried"]):
+            raise RuntimeError(
+                f"every candidate composition failed for goal {task.goal!r}: {[r['error'] for r in trace['tried']]}"[
+                    :2000
+                ]
+            )
+        raise BudgetTooSmallError(
+            f"budget_s: the budget of {task.budget_s:g} s is too small to try any candidate "
+            f"(featurizing and recall took {clock.elapsed():.2f} s and {len(combos)} combinations are waiting); give a larger budget"
+        )
+
+    # 3. reuse modes: ensemble / job selection of the last role's top-k ---------------
+    if scored and not done():
+        base = max(scored, key=lambda x: x[0] if math.isfinite(x[0]) else -math.inf)[1]
+        last = roles[-1].name
+        pool = [c for c in per_role[last]]
+        head = [(c.role, c.build()) for c in base if c is not None and c.role != last]
+        for mode in modes:
+            if mode == "direct" or len(pool) < 2 or done():
+                continue
+            if mode == "select" and (not task.items or any(c.rkme is None for c in pool)):
+                continue
+            rec = {"mode": mode, "members": [c.learnware for c in pool]}
+            try:
+                members = [c.build() for c in pool]
+                st: nn.Module = (
+                    EnsembleStage(members, standardize=METRICS.get(task.goal) == "ap")
+                    if mode == "ensemble"
+                    else SelectStage(members, [c.rkme for c in pool], modality=task.modality)
+                )  # type: ignore[misc]
+                chain = Chain([*head, (last, st)])
+                s = score_of(chain)
+                rec.update(score=s, status="ok")
+                cands = [[c] for c in base if c is not None and c.role != last] + [pool]
+                offer(chain, cands, mode, f"mode:{mode}", s)
+            except Exception as exc:
+                rec.update(score=None, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            trace["modes"].append(rec)
+
+    # 4. refine and swap ---------------------------------------------------------------
+    steps_left = task.steps
+    tried_alt: set[tuple[str, str]] = set()
+    swaps = 0
+
+    def refine_round(
+        chain: Chain, cands: list[list[Candidate]], origin: str
+    ) -> tuple[Chain, float, int, list[float]]:
+        tuned, used, grads, info = _refine(
+            chain, task, sub_data, sub_labels, clock, min(steps_left, round_steps), lr
+        )
+        s = score_of(tuned) if info.get("status") == "ok" else float("nan")
+        info.update(score=s, origin=origin, t=round(clock.elapsed(), 4))
+        trace["refine"].append(info)
+        return tuned, s, used, grads
+
+    while not done() and steps_left > 0:
+        before = best["score"]
+        tuned, s, used, grads = refine_round(best["chain"], best["cands"], "refine")
+        steps_left -= max(used, 1)
+        trace["refine"][-1]["accepted"] = offer(tuned, best["cands"], best["mode"], "refine", s)
+        gain = best["score"] - before if math.isfinite(before) else math.inf
+        if done() or gain > stall_tol * max(1.0, abs(before) if math.isfinite(before) else 1.0):
+            continue
+        # stalled below the target: swap the stage that helps least, refine the swapped pipeline
+        accepted = False
+        for i, alt, reason in _swap_options(best, roles, per_role, score_of, grads, tried_alt):
+            if swaps >= max_swaps or done() or steps_left <= 0:
+                break
+            swaps += 1
+            role = best["chain"].roles[i]
+            tried_alt.add((role, alt.learnware if alt else "-"))
+            tried_alt.update((role, c.learnware) for c in best["cands"][i])
+            rec: dict[str, Any] = {
+                "stage": role,
+                "from": [c.learnware for c in best["cands"][i]],
+                "to": alt.learnware if alt else None,
+                "reason": reason,
+            }
+            try:
+                new_stages = [
+                    (r, copy.deepcopy(m)) for r, m in zip(best["chain"].roles, best["chain"].stages)
+                ]
+                new_cands = list(best["cands"])
+                if alt is None:
+                    del new_stages[i], new_cands[i]
+                else:
+                    new_stages[i] = (alt.role, alt.build())
+                    new_cands[i] = [alt]
+                chain = Chain(new_stages)
+                s0 = score_of(chain)
+                tuned, s1, used, _ = refine_round(chain, new_cands, f"swap:{role}")
+                steps_left -= used
+                pick, sc = (
+                    (tuned, s1)
+                    if math.isfinite(s1) and (not math.isfinite(s0) or s1 >= s0)
+                    else (chain, s0)
+                )
+                accepted = offer(pick, new_cands, best["mode"], f"swap:{role}", sc)
+                rec.update(score_untuned=s0, score=sc, accepted=accepted)
+            except Exception as exc:
+                rec.update(score=None, accepted=False, error=f"{type(exc).__name__}: {exc}"[:500])
+            rec["t"] = round(clock.elapsed(), 4)
+            trace["swaps"].append(rec)
+            if accepted:
+                break
+        if not accepted:
+            break
+
+    # 5. remember ----------------------------------------------------------------------
+    chain = best["chain"]
+    config = {
+        "goal": task.goal,
+        "modality": task.modality,
+        "mode": best["mode"],
+        "stages": [
+            _stage_config(
+                r,
+                "direct"
+                if not isinstance(m, EnsembleStage | SelectStage)
+                else ("ensemble" if isinstance(m, EnsembleStage) else "select"),
+                cs,
+                m,
+            )
+            for r, m, cs in zip(chain.roles, chain.stages, best["cands"])
+        ],
+    }
+    final_score = best["score"]
+    elapsed = clock.elapsed()
+    trace["result"] = {
+        "score": final_score,
+        "origin": best["origin"],
+        "mode": best["mode"],
+        "stages": [[c.learnware for c in cs] for cs in best["cands"]],
+        "time_s": round(elapsed, 4),
+        "time_to_target": reached[0] if reached else None,
+    }
+    solved = None
+    if remember:
+        solved = library.add(
+            SolvedTask(
+                goal=task.goal,
+                modality=task.modality,
+                scale=task.scale,
+                pipeline=config,
+                scores={"score": final_score},
+                rkme=query,
+                description=task.description,
+                tags=tuple(task.tags),
+                time_s=elapsed,
+                provenance=_provenance(),
+            )
+        )
+        trace["result"]["task_id"] = solved.task_id
+    return SolveResult(chain, config, final_score, trace, solved, reached[0] if reached else None)
+
+
+def _cands_from_config(config: Mapping[str, Any]) -> list[list[Candidate]]:
+    out = []
+    for st in config.get("stages", []):
+        out.append(
+            [Candidate(st["role"], m["learnware"], dict(m["config"])) for m in st["members"]]
+        )
+    return out
+
+
+def _default_source() -> CandidateSource:
+    try:
+        from specs.registry import Registry
+
+        reg = Registry()
+        if callable(getattr(reg, "search", None)):
+            return RegistrySource(reg)
+    except Exception:
+        pass
+    return DeclarationSource()
+
+
+def _provenance() -> dict[str, Any]:
+    import getpass
+
+    user = "unknown"
+    with contextlib.suppress(Exception):
+        user = getpass.getuser()
+    try:
+        from importlib.metadata import version
+
+        ver = version("learndock")
+    except Exception:
+        ver = "unknown"
+    return {
+        "learndock": ver,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "user": user,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> Callable[[], None]:
+    """A plain Adam step (avoids the one-time import cost of ``torch.optim`` on CPU)."""
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    k = [0]
+
+    def step() -> None:
+        k[0] += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        with torch.no_grad():
+            for p, mi, vi in zip(params, m, v):
+                if p.grad is None:
+                    continue
+                mi.mul_(b1).add_(p.grad, alpha=1 - b1)
+                vi.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                p.sub_(lr * (mi / (1 - b1 ** k[0])) / ((vi / (1 - b2 ** k[0])).sqrt() + eps))
+                p.grad = None
+
+    return step
+
+
+def _refine(
+    chain: Chain, task: Task, data: Any, labels: Any, clock: _Clock, steps: int, lr: float
+) -> tuple[Chain, int, list[float], dict[str, Any]]:
+    """Fine-tune a copy of ``chain`` for up to ``steps`` Adam steps on the labels' loss
+    (or the task's loss, or the stages' self-supervised criteria).
+
+    Returns the tuned copy, the steps used, the mean gradient norm per stage and a trace
+    record."""
+    chain = copy.deepcopy(chain)
+    n_stage = len(chain.stages)
+    params = [
+        (i, p)
+        for i, st in enumerate(chain.stages)
+        for p in st.parameters()
+        if p.requires_grad and p.is_floating_point()
+    ]
+    grads = [0.0] * n_stage
+    if not params:
+        return chain, 0, grads, {"status": "skipped", "reason": "no trainable parameters"}
+
+    def loss_of() -> torch.Tensor | None:
+        if task.loss is not None:
+            return task.loss(chain(data), labels, data)
+        if task.labels is not None:
+            return metric_loss(task.goal, chain(data), labels)
+        return chain.self_supervised_loss(data)[1]
+
+    step = _adam([p for _, p in params], lr)
+    chain.train()
+    used = 0
+    first = last = None
+    for _ in range(steps):
+        if clock.left() <= 0:
+            break
+        try:
+            loss = loss_of()
+        except Exception as exc:
+            return (
+                chain,
+                used,
+                grads,
+                {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+        if loss is None or not loss.requires_grad:
+            return (
+                chain,
+                used,
+                grads,
+                {"status": "skipped", "reason": "no differentiable criterion"},
+            )
+        if not torch.isfinite(loss):
+            return chain, used, grads, {"status": "failed", "error": "non-finite loss"}
+        loss.backward()
+        for i, p in params:
+            if p.grad is not None:
+                grads[i] += float(p.grad.norm()) / steps
+        step()
+        used += 1
+        first = loss.item() if first is None else first
+        last = loss.item()
+    chain.eval()
+    return (
+        chain,
+        used,
+        grads,
+        {
+            "status": "ok",
+            "steps": used,
+            "loss_first": first,
+            "loss_last": last,
+            "grad_norm": dict(zip(chain.roles, grads)),
+        },
+    )
+
+
+def _swap_options(
+    best, roles, per_role, score_of, grads, tried
+) -> list[tuple[int, Candidate | None, str]]:  # type: ignore[no-untyped-def]
+    """Swaps to try, the stage that helps least first.
+
+    Stages that refinement cannot move (no gradient signal) come first, then by ablation:
+    the score lost when the stage is removed (small or negative = helps least)."""
+    chain: Chain = best["chain"]
+    optional = {r.name for r in roles if r.optional}
+    full = best["score"]
+    rank = []
+    for i, role in enumerate(chain.roles):
+        delta = math.inf
+        if len(chain.stages) > 1:
+            with contextlib.suppress(Exception):
+                s = score_of(
+                    Chain(
+                        [
+                            (r, m)
+                            for j, (r, m) in enumerate(zip(chain.roles, chain.stages))
+                            if j != i
+                        ]
+                    )
+                )
+                delta = full - s if math.isfinite(s) else math.inf
+        g = grads[i] if i < len(grads) else 0.0
+        rank.append((g > 0, delta, i, role, g))
+    rank.sort(key=lambda x: (x[0], x[1]))
+    out: list[tuple[int, Candidate | None, str]] = []
+    for _, delta, i, role, g in rank:
+        current = {c.learnware for c in best["cands"][i]}
+        alts: list[Candidate | None] = [
+            c
+            for c in per_role.get(role, [])
+            if c.learnware not in current and (role, c.learnware) not in tried
+        ]
+        if role in optional and math.isfinite(delta) and delta <= 0 and (role, "-") not in tried:
+            alts.insert(0, None)
+        why = f"stage {role!r} helps least: gradient norm {g:.4g}" + (
+            f", ablation d_score {delta:.4g}" if math.isfinite(delta) else ", ablation not possible"
+        )
+        out.extend((i, a, why) for a in alts)
+    return out
