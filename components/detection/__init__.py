@@ -1,3 +1,10 @@
-"""The detection family of components (see docs/components.md)."""
+"""The detection family of components (see docs/components/detection.md).
 
-__all__: list[str] = []
+Physics-based matched filters (spots, box-least-squares transits with robust
+detrending), low-rank models (robust PCA, CP/Tucker tensor residuals) and neural
+residual detectors (autoencoders).
+"""
+
+from components.detection.spots import SpotDetector
+
+__all__: list[str] = ["SpotDetector"]
