@@ -56,7 +56,9 @@ _SECTION_RE = re.compile(r"^([A-Z][A-Za-z ]+)\n-{3,}$", re.M)
 def _inline(text: str) -> str:
     """RST inline markup to Markdown; escape stray HTML outside code spans."""
     text = re.sub(r":math:`([^`]+)`", r"`\1`", text)
-    text = re.sub(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|ref):`~?([^`]+)`", r"`\1`", text)
+    text = re.sub(
+        r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|ref):`~?([^`]+)`", r"`\1`", text
+    )
     text = re.sub(r"``([^`]+)``", r"`\1`", text)
     parts = re.split(r"(`[^`]*`)", text)
     for i in range(0, len(parts), 2):
@@ -75,13 +77,19 @@ def _paragraphs(body: str) -> str:
         stripped = line.strip()
         literal = stripped.startswith(".. math::") or stripped.endswith("::")
         if literal:
-            head = stripped[len(".. math::") :].strip() if stripped.startswith(".. math::") else stripped[:-1].rstrip()
+            head = (
+                stripped[len(".. math::") :].strip()
+                if stripped.startswith(".. math::")
+                else stripped[:-1].rstrip()
+            )
             if head and not stripped.startswith(".. math::"):
                 out.append(_inline(head + ":"))
             block: list[str] = [head] if stripped.startswith(".. math::") and head else []
             i += 1
             base = len(line) - len(line.lstrip())
-            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > base):
+            while i < len(lines) and (
+                not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > base
+            ):
                 block.append(lines[i])
                 i += 1
             code = textwrap.dedent("\n".join(block)).strip("\n")
@@ -110,7 +118,9 @@ def _items(body: str) -> str:
     def flush() -> None:
         if name is not None:
             n, _, t = name.partition(" : ")
-            head = f"- **{_inline(n.strip())}**" + (f" (*{_inline(t.strip())}*)" if t.strip() else "")
+            head = f"- **{_inline(n.strip())}**" + (
+                f" (*{_inline(t.strip())}*)" if t.strip() else ""
+            )
             text = " ".join(d.strip() for d in desc if d.strip())
             out.append(head + (f": {_inline(text)}" if text else ""))
 
@@ -211,21 +221,47 @@ def _signature(obj: Any) -> str:
 def _member_markdown(modname: str, name: str, obj: Any) -> str:
     anchor = f"{modname}.{name}"
     if inspect.isclass(obj):
-        lines = [f"### class `{name}` {{#{anchor}}}", "", f"```python\nclass {name}{_signature(obj)}\n```", ""]
+        lines = [
+            f"### class `{name}` {{#{anchor}}}",
+            "",
+            f"```python\nclass {name}{_signature(obj)}\n```",
+            "",
+        ]
         lines.append(numpydoc_to_markdown(obj.__doc__))
         for mname, member in sorted(vars(obj).items()):
-            if mname.startswith("_") or not (inspect.isfunction(member) or isinstance(member, classmethod | staticmethod | property)):
+            if mname.startswith("_") or not (
+                inspect.isfunction(member)
+                or isinstance(member, classmethod | staticmethod | property)
+            ):
                 continue
-            fn = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+            fn = (
+                member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+            )
             if not fn.__doc__:
                 continue
             kind = "property " if isinstance(member, property) else ""
             sig = "" if isinstance(member, property) else _signature(fn)
-            lines += [f"#### {kind}`{name}.{mname}`", "", f"```python\n{mname}{sig}\n```", "", numpydoc_to_markdown(fn.__doc__, level=5)]
+            lines += [
+                f"#### {kind}`{name}.{mname}`",
+                "",
+                f"```python\n{mname}{sig}\n```",
+                "",
+                numpydoc_to_markdown(fn.__doc__, level=5),
+            ]
         return "\n".join(lines)
     if callable(obj):
-        return "\n".join([f"### `{name}` {{#{anchor}}}", "", f"```python\n{name}{_signature(obj)}\n```", "", numpydoc_to_markdown(obj.__doc__)])
-    return "\n".join([f"### `{name}` {{#{anchor}}}", "", f"```python\n{name} = {obj!r}\n```"[:600], ""])
+        return "\n".join(
+            [
+                f"### `{name}` {{#{anchor}}}",
+                "",
+                f"```python\n{name}{_signature(obj)}\n```",
+                "",
+                numpydoc_to_markdown(obj.__doc__),
+            ]
+        )
+    return "\n".join(
+        [f"### `{name}` {{#{anchor}}}", "", f"```python\n{name} = {obj!r}\n```"[:600], ""]
+    )
 
 
 def _module_markdown(modname: str) -> str:
@@ -235,7 +271,9 @@ def _module_markdown(modname: str) -> str:
         obj = getattr(mod, name, None)
         if obj is None:
             continue
-        defined_here = getattr(obj, "__module__", modname) == modname or not (inspect.isclass(obj) or inspect.isfunction(obj))
+        defined_here = getattr(obj, "__module__", modname) == modname or not (
+            inspect.isclass(obj) or inspect.isfunction(obj)
+        )
         if not defined_here and modname.count(".") == 0 and modname != "learndock":
             continue  # a package re-export: documented in its defining module
         lines.append(_member_markdown(modname, name, obj))
@@ -262,7 +300,12 @@ def api_pages(warn: Callable[[str], None] = log.warning) -> dict[str, str]:
                 lines.append(_module_markdown(modname))
             except ModuleNotFoundError as exc:
                 if exc.name and exc.name.split(".")[0] not in own:
-                    lines += [f"## `{modname}`", "", f"*Not documented here: optional dependency `{exc.name}` is not installed.*", ""]
+                    lines += [
+                        f"## `{modname}`",
+                        "",
+                        f"*Not documented here: optional dependency `{exc.name}` is not installed.*",
+                        "",
+                    ]
                     continue
                 warn(f"API reference: cannot import {modname}: {exc}")
             except Exception as exc:
@@ -314,11 +357,17 @@ def _command_markdown(cmd: Any, path: list[str], level: int) -> list[str]:
     lines += ["```text", f"{name} {usage}".rstrip(), "```", ""]
     # typer vendors its own click: recognise parameters by kind, not by class
     args = [p for p in cmd.params if getattr(p, "param_type_name", "") == "argument"]
-    opts = [p for p in cmd.params if getattr(p, "param_type_name", "") == "option" and not p.hidden and p.name != "help"]
+    opts = [
+        p
+        for p in cmd.params
+        if getattr(p, "param_type_name", "") == "option" and not p.hidden and p.name != "help"
+    ]
     if args:
         lines += ["| argument | type | help |", "|---|---|---|"]
         for p in args:
-            lines.append(f"| `{p.name.upper()}` | {_type_name(p)} | {_help_text(getattr(p, 'help', '') or '').replace('|', '/')} |")
+            lines.append(
+                f"| `{p.name.upper()}` | {_type_name(p)} | {_help_text(getattr(p, 'help', '') or '').replace('|', '/')} |"
+            )
         lines.append("")
     if opts:
         lines += ["| option | type | default | help |", "|---|---|---|---|"]
@@ -328,7 +377,9 @@ def _command_markdown(cmd: Any, path: list[str], level: int) -> list[str]:
             if p.required:
                 default = "required"
             typ = "flag" if getattr(p, "is_flag", False) else _type_name(p)
-            lines.append(f"| {flags} | {typ} | {default} | {_help_text(p.help).replace('|', '/')} |")
+            lines.append(
+                f"| {flags} | {typ} | {default} | {_help_text(p.help).replace('|', '/')} |"
+            )
         lines.append("")
     if hasattr(cmd, "list_commands"):
         for sub_name in sorted(cmd.list_commands(ctx)):
@@ -392,7 +443,14 @@ def config_markdown(conf_dir: Path = ROOT / "conf") -> str:
     top = sorted(p for p in conf_dir.glob("*.yaml"))
     for p in top:
         desc, keys = _yaml_summary(p)
-        lines += [f"## primary config `{p.stem}`", "", _inline(desc), "", "keys: " + ", ".join(f"`{k}`" for k in keys), ""]
+        lines += [
+            f"## primary config `{p.stem}`",
+            "",
+            _inline(desc),
+            "",
+            "keys: " + ", ".join(f"`{k}`" for k in keys),
+            "",
+        ]
     for group in sorted(d for d in conf_dir.rglob("*") if d.is_dir() and any(d.glob("*.yaml"))):
         rel = group.relative_to(conf_dir).as_posix()
         lines += [f"## group `{rel}`", "", "| option | description | keys |", "|---|---|---|"]
@@ -406,9 +464,15 @@ def config_markdown(conf_dir: Path = ROOT / "conf") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="directory to write the Markdown pages into")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="directory to write the Markdown pages into"
+    )
     args = ap.parse_args(argv)
-    pages = {"reference/cli.md": cli_markdown(), "reference/config.md": config_markdown(), **api_pages(print)}
+    pages = {
+        "reference/cli.md": cli_markdown(),
+        "reference/config.md": config_markdown(),
+        **api_pages(print),
+    }
     for rel, text in pages.items():
         dest = args.out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

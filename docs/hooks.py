@@ -39,7 +39,9 @@ FAMILIES = ("feedback", "detection", "rules")
 
 
 def _gen_reference() -> Any:
-    spec = importlib.util.spec_from_file_location("learndock_docs_gen_reference", DOCS / "gen_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "learndock_docs_gen_reference", DOCS / "gen_reference.py"
+    )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -79,7 +81,11 @@ def _split_script(src: str, path: Path) -> tuple[str, str, str]:
     tree = ast.parse(src, filename=str(path))
     doc = ast.get_docstring(tree) or ""
     code = src
-    if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(getattr(tree.body[0], "value", None), ast.Constant):
+    if (
+        tree.body
+        and isinstance(tree.body[0], ast.Expr)
+        and isinstance(getattr(tree.body[0], "value", None), ast.Constant)
+    ):
         end = tree.body[0].end_lineno or 0
         code = "\n".join(src.splitlines()[end:]).strip("\n")
     title, _, rest = doc.strip().partition("\n")
@@ -88,7 +94,7 @@ def _split_script(src: str, path: Path) -> tuple[str, str, str]:
 
 def _classify(path: Path, doc: str) -> tuple[str, str]:
     tokens = path.stem.lower().split("_")
-    family = tokens[0] if tokens[0] in FAMILIES else tokens[0]
+    family = tokens[0]  # e.g. detection_cosmic_transits.py -> detection
     text = (path.stem + " " + doc).lower()
     scale = next((s for s in SCALES if s in tokens), "")
     if not scale:
@@ -101,7 +107,9 @@ def gallery_scripts(gallery_dir: Path = DOCS / "gallery") -> list[Path]:
     return sorted(p for p in gallery_dir.glob("*.py") if not p.name.startswith("_"))
 
 
-def run_gallery_script(path: Path, *, timeout: float | None = None, skip: bool = False) -> GalleryResult:
+def run_gallery_script(
+    path: Path, *, timeout: float | None = None, skip: bool = False
+) -> GalleryResult:
     """Execute one gallery script in a fresh temporary directory and collect its output.
 
     The script runs with the interpreter of the docs build, ``MPLBACKEND=Agg``, the
@@ -115,7 +123,9 @@ def run_gallery_script(path: Path, *, timeout: float | None = None, skip: bool =
     res = GalleryResult(path, title, desc, code, family, scale, ok=True, skipped=skip)
     if skip:
         return res
-    timeout = float(os.environ.get("LEARNDOCK_GALLERY_TIMEOUT", "600")) if timeout is None else timeout
+    timeout = (
+        float(os.environ.get("LEARNDOCK_GALLERY_TIMEOUT", "600")) if timeout is None else timeout
+    )
     with tempfile.TemporaryDirectory(prefix=f"gallery-{path.stem}-") as tmp:
         out = Path(tmp) / "figures"
         out.mkdir()
@@ -139,7 +149,9 @@ def run_gallery_script(path: Path, *, timeout: float | None = None, skip: bool =
             )
         except subprocess.TimeoutExpired as exc:
             res.ok = False
-            res.stderr = f"timed out after {timeout:.0f} s\n" + (exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or "")
+            res.stderr = f"timed out after {timeout:.0f} s\n" + (
+                exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            )
             res.seconds = time.perf_counter() - t0
             return res
         res.seconds = time.perf_counter() - t0
@@ -150,20 +162,49 @@ def run_gallery_script(path: Path, *, timeout: float | None = None, skip: bool =
     return res
 
 
-def run_gallery(gallery_dir: Path = DOCS / "gallery", *, timeout: float | None = None, skip: bool = False) -> list[GalleryResult]:
+def run_gallery(
+    gallery_dir: Path = DOCS / "gallery", *, timeout: float | None = None, skip: bool = False
+) -> list[GalleryResult]:
     """Run every gallery script; raise :class:`GalleryError` listing every failure."""
-    results = [run_gallery_script(p, timeout=timeout, skip=skip) for p in gallery_scripts(gallery_dir)]
+    results = [
+        run_gallery_script(p, timeout=timeout, skip=skip) for p in gallery_scripts(gallery_dir)
+    ]
     bad = [r for r in results if not r.ok]
     if bad:
-        msgs = [f"{r.path.name} failed after {r.seconds:.1f} s:\n" + "\n".join(r.stderr.strip().splitlines()[-25:]) for r in bad]
+        msgs = [
+            f"{r.path.name} failed after {r.seconds:.1f} s:\n"
+            + "\n".join(r.stderr.strip().splitlines()[-25:])
+            for r in bad
+        ]
         raise GalleryError("gallery: broken example(s):\n\n" + "\n\n".join(msgs))
     return results
 
 
 def gallery_page(r: GalleryResult) -> str:
     """The Markdown page of one gallery example."""
-    meta = " · ".join(x for x in (f"family: **{r.family}**", f"scale: **{r.scale}**" if r.scale else "", f"ran in {r.seconds:.1f} s" if not r.skipped else "not run (LEARNDOCK_GALLERY_SKIP)") if x)
-    lines = [f"# {r.title}", "", meta, "", r.description, "", f"Source: `docs/gallery/{r.path.name}` — run it with `python docs/gallery/{r.path.name}`.", "", "```python", r.code, "```", ""]
+    meta = " · ".join(
+        x
+        for x in (
+            f"family: **{r.family}**",
+            f"scale: **{r.scale}**" if r.scale else "",
+            f"ran in {r.seconds:.1f} s" if not r.skipped else "not run (LEARNDOCK_GALLERY_SKIP)",
+        )
+        if x
+    )
+    lines = [
+        f"# {r.title}",
+        "",
+        meta,
+        "",
+        r.description,
+        "",
+        f"Source: `docs/gallery/{r.path.name}` — run it with `python docs/gallery/{r.path.name}`.",
+        "",
+        "```python",
+        r.code,
+        "```",
+        "",
+    ]
     if r.stdout.strip():
         lines += ["## Output", "", "```text", r.stdout.rstrip()[-20000:], "```", ""]
     if r.images:
@@ -178,7 +219,9 @@ def gallery_table(results: list[GalleryResult]) -> str:
     if not results:
         return "*No gallery example yet.*\n"
     lines = ["| example | family | scale | run time |", "|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r.family, SCALES.index(r.scale) if r.scale in SCALES else 9, r.stem)):
+    for r in sorted(
+        results, key=lambda r: (r.family, SCALES.index(r.scale) if r.scale in SCALES else 9, r.stem)
+    ):
         t = "-" if r.skipped else f"{r.seconds:.1f} s"
         lines.append(f"| [{r.title}]({r.stem}.md) | {r.family} | {r.scale or '-'} | {t} |")
     return "\n".join(lines) + "\n"
@@ -253,7 +296,11 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
     from mkdocs.structure.files import File
 
     gen = _state.get("gen") or _gen_reference()
-    pages = {"reference/cli.md": gen.cli_markdown(), "reference/config.md": gen.config_markdown(ROOT / "conf"), **gen.api_pages()}
+    pages = {
+        "reference/cli.md": gen.cli_markdown(),
+        "reference/config.md": gen.config_markdown(ROOT / "conf"),
+        **gen.api_pages(),
+    }
     docs_dir = Path(config["docs_dir"])
     t0 = time.perf_counter()
     try:
