@@ -26,7 +26,9 @@ class PluginEnv:
     def __init__(self, site: Path, base_env: Mapping[str, str] | None = None) -> None:
         self.site = Path(site)
         env = dict(os.environ if base_env is None else base_env)
-        env["PYTHONPATH"] = os.pathsep.join([str(self.site), *filter(None, [env.get("PYTHONPATH", "")])])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(self.site), *filter(None, [env.get("PYTHONPATH", "")])]
+        )
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("LEARNDOCK_THREADS", "1")
         env.pop("PYTEST_ADDOPTS", None)
@@ -64,7 +66,9 @@ class PluginEnv:
         return proc
 
 
-def install_plugin(source: str | os.PathLike[str], workdir: str | os.PathLike[str]) -> tuple[Path, PluginEnv]:
+def install_plugin(
+    source: str | os.PathLike[str], workdir: str | os.PathLike[str]
+) -> tuple[Path, PluginEnv]:
     """Copy a plug-in's source tree into ``workdir`` and install it into ``workdir/site``.
 
     Returns
@@ -79,15 +83,33 @@ def install_plugin(source: str | os.PathLike[str], workdir: str | os.PathLike[st
     """
     workdir = Path(workdir)
     src = workdir / Path(source).name
-    shutil.copytree(source, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        source,
+        src,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"),
+    )
     site = workdir / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile", "--target", str(site), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(src),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     if proc.returncode != 0:
-        raise AssertionError(f"pip install of {source} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"pip install of {source} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return src, PluginEnv(site)

@@ -16,7 +16,11 @@ from learndock.scaffold import create_plugin, plugin_names
 
 @pytest.mark.parametrize(
     ("name", "pkg", "dist"),
-    [("lab-flares", "lab_flares", "lab-flares"), ("MyLab_Detector", "mylab_detector", "mylab-detector"), ("x1", "x1", "x1")],
+    [
+        ("lab-flares", "lab_flares", "lab-flares"),
+        ("MyLab_Detector", "mylab_detector", "mylab-detector"),
+        ("x1", "x1", "x1"),
+    ],
 )
 def test_plugin_names(name: str, pkg: str, dist: str) -> None:
     n = plugin_names(name)
@@ -24,7 +28,9 @@ def test_plugin_names(name: str, pkg: str, dist: str) -> None:
     assert n.component == f"{pkg}.outliers" and n.learnware == f"{pkg}.outliers.default"
 
 
-@pytest.mark.parametrize("bad", ["", "1lab", "lab flares", "lab--x", "lab-", "lab.x", "import", "components", "torch"])
+@pytest.mark.parametrize(
+    "bad", ["", "1lab", "lab flares", "lab--x", "lab-", "lab.x", "import", "components", "torch"]
+)
 def test_bad_names_are_rejected_with_the_reason(bad: str) -> None:
     with pytest.raises(ValueError, match="NAME: "):
         plugin_names(bad)
@@ -48,27 +54,42 @@ def test_generated_tree(tmp_path: Path) -> None:
         "tests/test_hydra.py",
         "tests/test_outliers.py",
     ]
-    assert not (root / "src" / "hydra_plugins" / "__init__.py").exists(), "hydra_plugins must stay a namespace package"
+    assert not (root / "src" / "hydra_plugins" / "__init__.py").exists(), (
+        "hydra_plugins must stay a namespace package"
+    )
     meta = tomllib.loads((root / "pyproject.toml").read_text())
     assert meta["project"]["name"] == "lab-flares"
     assert meta["project"]["entry-points"]["learndock.components"] == {"lab_flares": "lab_flares"}
-    assert meta["project"]["entry-points"]["learndock.vocabulary"] == {"lab_flares": "lab_flares.vocabulary:VOCABULARY"}
+    assert meta["project"]["entry-points"]["learndock.vocabulary"] == {
+        "lab_flares": "lab_flares.vocabulary:VOCABULARY"
+    }
     assert meta["tool"]["pytest"]["ini_options"]["learndock_package"] == "lab_flares"
     assert "Ada Lab" in (root / "src/lab_flares/outliers.py").read_text()
     for py in root.rglob("*.py"):
         ast.parse(py.read_text(), filename=str(py))
     vocab: dict = {}
-    exec(compile((root / "src/lab_flares/vocabulary.py").read_text(), "vocabulary.py", "exec"), vocab)
+    exec(
+        compile((root / "src/lab_flares/vocabulary.py").read_text(), "vocabulary.py", "exec"), vocab
+    )
     assert vocab["VOCABULARY"] == {"tasks": ["flare-detection"], "modalities": []}
 
 
 def test_known_task_is_not_added_to_the_vocabulary(tmp_path: Path) -> None:
-    root = create_plugin("lab-a", tmp_path, task="anomaly-detection", family="rules", modality="tabular", scale="macro")
+    root = create_plugin(
+        "lab-a",
+        tmp_path,
+        task="anomaly-detection",
+        family="rules",
+        modality="tabular",
+        scale="macro",
+    )
     assert '"tasks": []' in (root / "src/lab_a/vocabulary.py").read_text()
     assert (root / "src/lab_a/conf/rules/lab_a_outliers.yaml").is_file()
 
 
-@pytest.mark.skipif(shutil.which("ruff", path=str(Path(sys.executable).parent)) is None, reason="ruff not installed")
+@pytest.mark.skipif(
+    shutil.which("ruff", path=str(Path(sys.executable).parent)) is None, reason="ruff not installed"
+)
 def test_generated_code_is_ruff_clean(tmp_path: Path) -> None:
     root = create_plugin("lab-flares", tmp_path)
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))

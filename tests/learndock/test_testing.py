@@ -10,7 +10,14 @@ import torch
 
 from components import base
 from components.base import Component, Declaration
-from learndock.testing import CHECKS, ContractCase, ContractReport, check_contract, contract_cases, run_contract
+from learndock.testing import (
+    CHECKS,
+    ContractCase,
+    ContractReport,
+    check_contract,
+    contract_cases,
+    run_contract,
+)
 from learndock.validation import as_float_tensor, check_nonempty
 from specs.semantic import SemanticSpec, TensorSchema
 
@@ -48,7 +55,9 @@ def _decl(name: str, **kw) -> Declaration:
     return Declaration(
         spec=_spec(name, kw.pop("differentiable", True)),
         params={"factor": 3.0},
-        reference_data=kw.pop("reference_data", lambda seed: np.random.default_rng(seed).normal(size=(64, 3))),
+        reference_data=kw.pop(
+            "reference_data", lambda seed: np.random.default_rng(seed).normal(size=(64, 3))
+        ),
         example=lambda: {"x": np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)},
         **kw,
     )
@@ -168,7 +177,11 @@ def test_good_component_passes_every_check(register) -> None:
         (IgnoresParam, "function", "module != function: output 'output' differs"),
         (WrongGradient, "gradient", "autograd gives"),
         (CastsToFloat32, "device", "float64 input gave float32 output 'output'"),
-        (NoEmptyCheck, "bad_input", "an empty 'x' raised nothing, expected ValueError or TypeError"),
+        (
+            NoEmptyCheck,
+            "bad_input",
+            "an empty 'x' raised nothing, expected ValueError or TypeError",
+        ),
         (VagueMessage, "documented_errors", "does not name the argument"),
         (ChangesConfig, "hydra_roundtrip", "hydra round trip changed the config"),
         (UndocumentedError, "documented_errors", "expects IndexError, but the Raises section"),
@@ -186,20 +199,29 @@ def test_each_broken_component_is_caught(register, cls, failing, fragment) -> No
 
 def test_nondeterministic_reference_data_is_caught(register) -> None:
     register(Scale)
-    decl = _decl("test.kit.scale.random", reference_data=lambda seed: np.random.default_rng().normal(size=(64, 3)))
+    decl = _decl(
+        "test.kit.scale.random",
+        reference_data=lambda seed: np.random.default_rng().normal(size=(64, 3)),
+    )
     failed = _failed(run_contract(ContractCase(Scale, decl)))
     assert "not deterministic" in failed["declaration"]
 
 
 def test_declared_differentiability_must_match(register) -> None:
     register(Scale)
-    failed = _failed(run_contract(ContractCase(Scale, _decl("test.kit.scale.nd", differentiable=False))))
-    assert "spec.differentiable=False but test.kit.scale.differentiable=True" in failed["declaration"]
+    failed = _failed(
+        run_contract(ContractCase(Scale, _decl("test.kit.scale.nd", differentiable=False)))
+    )
+    assert (
+        "spec.differentiable=False but test.kit.scale.differentiable=True" in failed["declaration"]
+    )
 
 
 def test_example_keys_must_match_forward(register) -> None:
     register(Scale)
-    decl = dataclasses.replace(_decl("test.kit.scale.keys"), example=lambda: {"image": np.ones((2, 3), np.float32)})
+    decl = dataclasses.replace(
+        _decl("test.kit.scale.keys"), example=lambda: {"image": np.ones((2, 3), np.float32)}
+    )
     failed = _failed(run_contract(ContractCase(Scale, decl)))
     assert "lacks inputs ['x']" in failed["declaration"]
 

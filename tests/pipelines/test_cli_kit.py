@@ -23,7 +23,9 @@ runner = CliRunner()
 
 
 def test_new_plugin_creates_package_and_prints_next_steps(app: typer.Typer, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["new-plugin", "lab-flares", "--dir", str(tmp_path), "--task", "flare-detection"])
+    res = runner.invoke(
+        app, ["new-plugin", "lab-flares", "--dir", str(tmp_path), "--task", "flare-detection"]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "lab-flares" / "src" / "lab_flares" / "outliers.py").is_file()
     assert "lab_flares.outliers" in res.output and "pip install -e ." in res.output
@@ -36,7 +38,9 @@ def test_new_plugin_creates_package_and_prints_next_steps(app: typer.Typer, tmp_
         (["new-plugin", "lab-x", "--family", "segmentation"], "family: expected one of"),
     ],
 )
-def test_new_plugin_errors_are_actionable(app: typer.Typer, tmp_path: Path, args: list[str], fragment: str) -> None:
+def test_new_plugin_errors_are_actionable(
+    app: typer.Typer, tmp_path: Path, args: list[str], fragment: str
+) -> None:
     res = runner.invoke(app, [*args, "--dir", str(tmp_path)])
     assert res.exit_code == 2
     assert fragment in res.output
@@ -50,9 +54,21 @@ def test_new_plugin_refuses_existing_directory(app: typer.Typer, tmp_path: Path)
 
 def test_package_unknown_component_says_how_to_fix(app: typer.Typer, tmp_path: Path) -> None:
     np.save(tmp_path / "s.npy", np.ones((4, 300), np.float32))
-    res = runner.invoke(app, ["package", "no_such.component", "--data", str(tmp_path / "s.npy"), "--out", str(tmp_path / "p.zip")])
+    res = runner.invoke(
+        app,
+        [
+            "package",
+            "no_such.component",
+            "--data",
+            str(tmp_path / "s.npy"),
+            "--out",
+            str(tmp_path / "p.zip"),
+        ],
+    )
     assert res.exit_code == 2
-    assert "unknown component 'no_such.component'" in res.output and "pip install -e ." in res.output
+    assert (
+        "unknown component 'no_such.component'" in res.output and "pip install -e ." in res.output
+    )
 
 
 def test_package_missing_data_file(app: typer.Typer, tmp_path: Path) -> None:
@@ -62,7 +78,17 @@ def test_package_missing_data_file(app: typer.Typer, tmp_path: Path) -> None:
     if not lws:
         pytest.skip("no learnware declared yet")
     name = next(iter(lws))
-    res = runner.invoke(app, ["package", name, "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "p.zip")])
+    res = runner.invoke(
+        app,
+        [
+            "package",
+            name,
+            "--data",
+            str(tmp_path / "missing.npy"),
+            "--out",
+            str(tmp_path / "p.zip"),
+        ],
+    )
     assert res.exit_code == 2 and "--data:" in res.output and "does not exist" in res.output
 
 
