@@ -314,6 +314,7 @@ def execute_solve(
         See :func:`pipelines.solve.solve`.
     """
     import torch
+    from omegaconf.errors import MissingMandatoryValue
 
     from components.base import outputs_to_arrays, set_threads
     from pipelines import report as rep
@@ -321,7 +322,16 @@ def execute_solve(
     from pipelines.cli_run import load_data
     from specs.tasks import TaskLibrary
 
-    plain = _container(cfg)
+    try:
+        plain = _container(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", "") or "task.goal"
+        hint = (
+            f", one of {sorted(S.GOALS)} (e.g. task=find-transits or task.goal=reconstruct)"
+            if "goal" in key
+            else ""
+        )
+        raise ValueError(f"{key}: a value is required{hint}") from None
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = set_threads(plain.get("threads"))

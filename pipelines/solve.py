@@ -787,6 +787,16 @@ def metric_loss(goal: str, out: Any, labels: Any) -> torch.Tensor | None:
     kind = METRICS.get(goal, "r2")
     if kind == "period":
         return None
+    if kind == "ap":
+        prob = _fields(out).get("probability")
+        if isinstance(prob, torch.Tensor) and prob.requires_grad:
+            _, t = _flat_pair(out, labels)
+            p = prob.reshape(-1).clamp(1e-6, 1 - 1e-6)
+            t = t.to(p)
+            w = (1 - t).sum() / t.sum().clamp_min(1)  # balance the rare positives
+            return -(w * t * p.log() + (1 - t) * (1 - p).log()).sum() / (
+                w * t.sum() + (1 - t).sum()
+            )
     y, t = _flat_pair(out, labels)
     if kind == "ap":
         yc, tc = y - y.mean(), t - t.mean()
@@ -1232,6 +1242,8 @@ def solve(
         gain = best["score"] - before if math.isfinite(before) else math.inf
         if done() or gain > stall_tol * max(1.0, abs(before) if math.isfinite(before) else 1.0):
             continue
+        if task.target is None and trace["refine"][-1].get("status") != "ok":
+            break  # nothing to refine and no target to reach: the composition stands
         # stalled below the target: swap the stage that helps least, refine the swapped pipeline
         accepted = False
         for i, alt, reason in _swap_options(best, roles, per_role, score_of, grads, tried_alt):

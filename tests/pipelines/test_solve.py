@@ -355,3 +355,96 @@ def test_trace_is_json_serialisable(dock, tmp_path):
     )
     text = json.dumps(res.trace, allow_nan=True)
     assert "candidates" in json.loads(text)
+
+
+# --------------------------------------------------------------------------------------
+# `learndock solve` end to end with the real built-in learnwares, one task per scale
+# --------------------------------------------------------------------------------------
+def _needs(task: str, modality: str) -> None:
+    from components.base import discover_learnwares
+
+    if not any(
+        d.spec.task == task and d.spec.modality == modality
+        for _, d in discover_learnwares().values()
+    ):
+        pytest.skip(f"no built-in learnware for task {task!r} on {modality!r} yet")
+
+
+def _cli(args: list[str]) -> None:
+    from pipelines.cli import main
+
+    main(["solve", *args])
+
+
+def _spots_image(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100, 3, (64, 64))
+    yy, xx = np.mgrid[:64, :64]
+    mask = np.zeros((64, 64), np.float32)
+    for y, x in rng.uniform(6, 58, (8, 2)):
+        r2 = (yy - y) ** 2 + (xx - x) ** 2
+        img += 40 * np.exp(-r2 / (2 * 1.5**2))
+        mask[r2 <= 4] = 1
+    return img.astype(np.uint16), mask
+
+
+def test_cli_solve_micro_end_to_end_and_recall(tmp_path, registry_root, monkeypatch):
+    import json
+
+    _needs("spot-detection", "microscopy")
+    from pipelines.io import write_zarr
+
+    monkeypatch.setenv("LEARNDOCK_RUNS", str(tmp_path / "runs"))
+    for seed, run in ((0, "a"), (1, "b")):
+        img, mask = _spots_image(seed)
+        write_zarr(img, tmp_path / f"cells{seed}.zarr", axes="yx")
+        np.save(tmp_path / f"mask{seed}.npy", mask)
+        _cli(
+            [
+                "task=detect-spots",
+                "data=file",
+                f"data.path={tmp_path / f'cells{seed}.zarr'}",
+                f"labels.path={tmp_path / f'mask{seed}.npy'}",
+                "solve=quick",
+                "solve.steps=10",
+                "task.target=0.9",
+                f"hydra.run.dir={tmp_path / run}",
+            ]
+        )
+        out = tmp_path / run
+        for f in ("result.json", "solve.json", "provenance.json", "report.html", "outputs.zarr"):
+            assert (out / f).exists(), f
+        result = json.loads((out / "result.json").read_text())
+        trace = json.loads((out / "solve.json").read_text())
+        assert result["metrics"]["score"] >= 0.9
+        assert trace["result"]["stages"][-1][0].startswith("detection.spots")
+        if run == "b":  # the near-repeat starts from the remembered pipeline
+            assert trace["recall"] and trace["recall"][0]["close"]
+            assert result["origin"].startswith("recall:")
+    from specs.tasks import TaskLibrary
+
+    assert len(TaskLibrary(registry_root)) == 2  # both remembered, found after "restart"
+
+
+def test_cli_solve_reports_missing_goal(tmp_path, registry_root):
+    from pipelines.cli_solve import compose_solve_config, execute_solve
+
+    cfg = compose_solve_config(["data=file", f"data.path={tmp_path}/x.zarr"])
+    with pytest.raises(ValueError, match=r"task\.goal"):
+        execute_solve(cfg, tmp_path / "run")
+
+
+def test_task_file_is_merged_under_overrides(tmp_path):
+    from pipelines.cli_solve import compose_solve_config
+
+    f = tmp_path / "task.yaml"
+    f.write_text(
+        "task:\n  goal: find-transits\n  modality: light-curve\nlabels:\n  values: {period: 3.5}\nsolve:\n  budget_s: 7\n"
+    )
+    cfg = compose_solve_config([f"task_file={f}", "solve.steps=3"])
+    assert cfg.task.goal == "find-transits" and cfg.labels["values"]["period"] == 3.5
+    assert cfg.solve.budget_s == 7 and cfg.solve.steps == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tsk: {goal: x}\n")
+    with pytest.raises(ValueError, match="tsk"):
+        compose_solve_config([f"task_file={bad}"])
