@@ -158,7 +158,7 @@ def write_sample_data(
             axes="yx",
             units={"y": "pixel", "x": "pixel"},
             n_levels=2,
-            attrs={"sample": "hubble_deep_field"},
+            attrs={"sample": "hubble_deep_field", "modality": "astronomy-image"},
         )
         record("hubble_deep_field", [p], "ome-zarr", "astronomy-image", info)
     if "gait" in chosen:

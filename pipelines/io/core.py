@@ -191,7 +191,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         raise CorruptFileError(
             f"{p}: named like a TIFF file but has no TIFF magic bytes (got {head[:4]!r})"
         )
-    if name.endswith(".c3d") or (len(head) >= 2 and head[1] == 0x50):
+    if name.endswith(".c3d") or (len(head) == 512 and head[1] == 0x50 and 2 <= head[0] <= 64):
         return "c3d"
     if name.endswith((".csv", ".txt", ".tsv")):
         return "csv"

@@ -227,7 +227,7 @@ def read_ome_zarr(path: str | os.PathLike[str], *, level: int = 0) -> Dataset:
         data=levels[level],
         axes=axes,
         units=units,
-        modality="microscopy",
+        modality=str(extra.get("modality", "microscopy")),
         attrs={
             "scale": level_scales[level],
             "levels": levels,
