@@ -8,6 +8,7 @@
 """
 
 from components.rules.expression import Expression, ExpressionModule
-from components.rules.sindy import SINDy
+from components.rules.sindy import SINDy, fit_sindy
+from components.rules.symbolic import SymbolicRegression, discover
 
-__all__ = ["SINDy", "Expression", "ExpressionModule"]
+__all__ = ["SINDy", "Expression", "ExpressionModule", "SymbolicRegression", "discover", "fit_sindy"]

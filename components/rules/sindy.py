@@ -37,7 +37,16 @@ from components.base import Component, Declaration
 from components.rules.expression import Expression, _compile, parse_expression
 from specs.semantic import SemanticSpec, TensorSchema
 
-__all__ = ["SINDy", "Library", "SINDyResult", "differentiate", "fit_sindy", "stlsq", "weak_form"]
+__all__ = [
+    "SINDy",
+    "Library",
+    "SINDyResult",
+    "differentiate",
+    "fit_sindy",
+    "sparse_regression",
+    "stlsq",
+    "weak_form",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -331,6 +340,75 @@ def _rss(ata: torch.Tensor, atb: torch.Tensor, btb: torch.Tensor, xi: torch.Tens
     return (btb - 2 * lin + quad).clamp_min(0)
 
 
+def sparse_regression(
+    an: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    threshold: float | None = None,
+    selection: str = "bic",
+    folds: int = 5,
+    ridge: float = 1e-8,
+    max_iter: int = 25,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """STLSQ with the threshold chosen per target along the regularisation path.
+
+    Parameters
+    ----------
+    an : Tensor (R, p)
+        Library matrix (columns scaled to unit norm).
+    b : Tensor (R, m)
+        Targets.
+    threshold : float, optional
+        Fixed threshold; otherwise chosen by ``selection`` ("bic", "aic" or "cv") among
+        the geometric midpoints of the sorted least-squares coefficient magnitudes.
+
+    Returns
+    -------
+    xi : Tensor (m, p)
+    mask : Tensor (m, p) bool
+    threshold : Tensor (m,)
+    score : Tensor (m,)
+        Criterion of the selected model (RSS for a fixed threshold).
+    """
+    rows, p = an.shape
+    m = b.shape[1]
+    ata, atb, btb = an.T @ an, an.T @ b, (b * b).sum(0)
+    if threshold is not None:
+        thr = an.new_full((m,), float(threshold))
+        xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
+        return xi, mask, thr, _rss(ata, atb, btb, xi)
+    xi_ls = _masked_solve(ata, atb, torch.ones(m, p, dtype=torch.bool, device=an.device), ridge)
+    mags = xi_ls.abs().sort(dim=-1).values  # (m, p)
+    cands = torch.cat(
+        [mags.new_zeros(m, 1), (mags[:, :-1] * mags[:, 1:]).sqrt()], dim=1
+    ).T.contiguous()  # (p, m)
+    if selection == "cv":
+        gen = torch.Generator().manual_seed(seed)
+        nf = max(2, int(folds))
+        fold = (torch.randperm(rows, generator=gen) % nf).to(an.device)
+        err = an.new_zeros(p, m)
+        for f in range(nf):
+            tr, te = fold != f, fold == f
+            xi_f, _ = stlsq(
+                an[tr].T @ an[tr], an[tr].T @ b[tr], cands, ridge=ridge, max_iter=max_iter
+            )
+            res = b[te].unsqueeze(0) - torch.einsum("rp,kmp->krm", an[te], xi_f)
+            err += (res**2).sum(1)
+        crit = err / rows
+    else:
+        xi_c, mask_c = stlsq(ata, atb, cands, ridge=ridge, max_iter=max_iter)  # (p, m, p)
+        rss = _rss(ata, atb, btb, xi_c).clamp_min(1e-9 * btb + torch.finfo(an.dtype).tiny)
+        k = mask_c.sum(-1).to(an.dtype)
+        pen = math.log(rows) if selection == "bic" else 2.0
+        crit = rows * torch.log(rss / rows) + pen * k
+    best = crit.argmin(0)  # (m,)
+    thr = cands.gather(0, best[None]).squeeze(0)
+    score = crit.gather(0, best[None]).squeeze(0)
+    xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
+    return xi, mask, thr, score
+
+
 # --------------------------------------------------------------------------------------
 # result + driver
 # --------------------------------------------------------------------------------------
@@ -541,43 +619,19 @@ def fit_sindy(
     scale = a.norm(dim=0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     an = a / scale
-    ata, atb, btb = an.T @ an, an.T @ b, (b * b).sum(0)
-    # --- threshold per equation along the path -----------------------------------
     if threshold is not None:
         check_positive(threshold, "threshold", strict=False)
-        thr = a.new_full((m,), float(threshold))
-        xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
-        score = _rss(ata, atb, btb, xi)
-    else:
-        xi_ls = _masked_solve(
-            ata, atb, torch.ones(m, p, dtype=torch.bool, device=a.device), ridge
-        )  # (m, p)
-        mags = xi_ls.abs().sort(dim=-1).values  # (m, p)
-        cands = torch.cat(
-            [mags.new_zeros(m, 1), (mags[:, :-1] * mags[:, 1:]).sqrt()], dim=1
-        ).T.contiguous()  # (p, m)
-        if selection == "cv":
-            gen = torch.Generator().manual_seed(seed)
-            fold = torch.randperm(rows, generator=gen) % max(2, int(folds))
-            err = a.new_zeros(p, m)
-            for f in range(max(2, int(folds))):
-                tr, te = fold != f, fold == f
-                xi_f, _ = stlsq(
-                    an[tr].T @ an[tr], an[tr].T @ b[tr], cands, ridge=ridge, max_iter=max_iter
-                )
-                res = b[te].unsqueeze(0) - torch.einsum("rp,kmp->krm", an[te], xi_f)
-                err += (res**2).sum(1)
-            crit = err / rows
-        else:
-            xi_c, mask_c = stlsq(ata, atb, cands, ridge=ridge, max_iter=max_iter)  # (p, m, p)
-            rss = _rss(ata, atb, btb, xi_c).clamp_min(1e-9 * btb + torch.finfo(a.dtype).tiny)
-            k = mask_c.sum(-1).to(a.dtype)
-            pen = math.log(rows) if selection == "bic" else 2.0
-            crit = rows * torch.log(rss / rows) + pen * k
-        best = crit.argmin(0)  # (m,)
-        thr = cands.gather(0, best[None]).squeeze(0)
-        score = crit.gather(0, best[None]).squeeze(0)
-        xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
+    xi, mask, thr, score = sparse_regression(
+        an,
+        b,
+        threshold=threshold,
+        selection=selection,
+        folds=folds,
+        ridge=ridge,
+        max_iter=max_iter,
+        seed=seed,
+    )
+    ata, atb = an.T @ an, an.T @ b
     incl = mask.to(a.dtype)
     if ensemble:
         gen = torch.Generator().manual_seed(seed + 1)
