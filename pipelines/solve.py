@@ -69,6 +69,7 @@ __all__ = [
     "Task",
     "build_pipeline",
     "embed",
+    "primary_name",
     "primary_output",
     "register_goal",
     "solve",
@@ -225,10 +226,10 @@ class Task:
                 f"data: expected a tensor or a non-empty dict of tensors, got {type(self.data).__name__}"
             )
         self.data = {str(k): _as_tensor(v, f"data[{k!r}]") for k, v in self.data.items()}
-        first = next(iter(self.data.values()))
+        first = self.data[primary_name(self.data)]
         if first.numel() == 0:
             raise ValueError(
-                f"data: the primary input {next(iter(self.data))!r} is empty (shape {tuple(first.shape)})"
+                f"data: the primary input {primary_name(self.data)!r} is empty (shape {tuple(first.shape)})"
             )
         if (
             not (isinstance(self.budget_s, int | float) and math.isfinite(self.budget_s))
@@ -246,7 +247,7 @@ class Task:
 
     @property
     def primary(self) -> str:
-        return next(iter(self.data))
+        return primary_name(self.data)
 
     def n_items(self) -> int:
         return int(self.data[self.primary].shape[0]) if self.items else 1
@@ -275,7 +276,7 @@ def _features(data: Any, modality: str) -> tuple[np.ndarray, str, float | None]:
         feat = get_featurizer(modality=modality)
         tries = [data]
         if isinstance(data, Mapping) and data:
-            tries.append(data[next(iter(data))])
+            tries.append(data[primary_name(data)])
         for d in tries:
             try:
                 rows = featurize(d, modality=modality)
@@ -284,7 +285,7 @@ def _features(data: Any, modality: str) -> tuple[np.ndarray, str, float | None]:
                 continue
     except (ImportError, ValueError):
         pass
-    x = data[next(iter(data))] if isinstance(data, Mapping) else data
+    x = data[primary_name(data)] if isinstance(data, Mapping) else data
     x = torch.as_tensor(x).detach().double().cpu()
     x = (
         x.reshape(x.shape[0], -1)
@@ -521,6 +522,7 @@ _PRIMARY_KEYS = (
     "foreground",
     "prediction",
     "power",
+    "positions",
 )
 
 
@@ -568,12 +570,48 @@ def _signature(module: nn.Module) -> list[tuple[str, bool]]:
     ]
 
 
-def _call(module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> Any:
-    """Bind ``module``'s forward inputs: its first input takes the running value ``cur``
-    unless a value of that name was produced upstream; other inputs are taken by name."""
+_AUX_NAMES = ("time", "t", "rate", "flux_err", "quality", "mask", "weights")
+
+
+def primary_name(data: Mapping[str, Any]) -> str:
+    """The primary input of a data dict: the first key that is not auxiliary (``time``,
+    ``flux_err``, ``quality``, ``mask``...); the first key if all are.
+
+    Examples
+    --------
+    >>> primary_name({"time": 0, "flux": 1})
+    'flux'
+    """
+    for k in data:
+        if k not in _AUX_NAMES:
+            return str(k)
+    return str(next(iter(data)))
+
+
+def _call(module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> Any:
+    """Run ``module`` on its bound inputs (see :func:`_bind`)."""
+    return module(**_bind(module, env, cur, primary))
+
+
+def _bind(
+    module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, primary: str
+) -> dict[str, Any]:
+    """Bind ``module``'s forward inputs by name.
+
+    The running value ``cur`` (the primary input, then each stage's primary output) goes
+    to the input named like the primary input or, failing that, to the first input that
+    is not available by name; every other input is taken by name from the data and the
+    fields produced upstream (``time`` for a light curve, ...)."""
+    sig = _signature(module)
+    names = [n for n, _ in sig]
+    target = (
+        primary
+        if primary in names
+        else next((n for n in names if n not in env), names[0] if names else None)
+    )
     kwargs: dict[str, Any] = {}
-    for i, (name, required) in enumerate(_signature(module)):
-        if i == 0 and not (first and name in env and isinstance(env[name], torch.Tensor)):
+    for name, required in sig:
+        if name == target:
             kwargs[name] = cur
         elif name in env:
             kwargs[name] = env[name]
@@ -581,7 +619,7 @@ def _call(module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, first: b
             raise TypeError(
                 f"{getattr(module, 'name', type(module).__name__)}: input {name!r} is neither produced upstream nor in the data (have {sorted(env)})"
             )
-    return module(**kwargs)
+    return kwargs
 
 
 class EnsembleStage(nn.Module):
@@ -598,10 +636,10 @@ class EnsembleStage(nn.Module):
         self.members = nn.ModuleList(members)
         self.standardize = standardize
 
-    def run(self, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> torch.Tensor:
+    def run(self, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> torch.Tensor:
         outs = []
         for m in self.members:
-            y = primary_output(_call(m, env, cur, first))
+            y = primary_output(_call(m, env, cur, primary))
             if self.standardize:
                 y = (y - y.mean()) / y.std().clamp_min(1e-12)
             outs.append(y)
@@ -636,7 +674,7 @@ class SelectStage(nn.Module):
             routes.append(int(np.argmin(mmd_batch(q, self.embeddings))))
         return routes
 
-    def run(self, env: Mapping[str, Any], cur: torch.Tensor, first: bool) -> torch.Tensor:
+    def run(self, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> torch.Tensor:
         routes = self.route(cur)
         self.last_routes = routes
         n = cur.shape[0]
@@ -654,7 +692,7 @@ class SelectStage(nn.Module):
                 )
                 for k, v in env.items()
             }
-            y = primary_output(_call(m, sub_env, cur.index_select(0, it), first))
+            y = primary_output(_call(m, sub_env, cur.index_select(0, it), primary))
             if y.ndim == 0 or y.shape[0] != len(idx):
                 raise ValueError(
                     f"job selection: member output must keep the item axis, got shape {tuple(y.shape)} for {len(idx)} items"
@@ -683,36 +721,32 @@ class Chain(nn.Module):
         self.stages = nn.ModuleList([m for _, m in stages])
 
     def forward(self, data: Mapping[str, torch.Tensor]) -> Any:
-        env: dict[str, Any] = dict(data)
-        cur = next(iter(data.values()))
-        out: Any = cur
-        for i, stage in enumerate(self.stages):
-            out = (
-                stage.run(env, cur, i == 0)
-                if isinstance(stage, EnsembleStage | SelectStage)
-                else _call(stage, env, cur, i == 0)
-            )
-            env.update({k: v for k, v in _fields(out).items() if isinstance(v, torch.Tensor)})
-            cur = primary_output(out)
-        return out
+        return self._run(data, False)[0]
 
     def self_supervised_loss(
         self, data: Mapping[str, torch.Tensor]
     ) -> tuple[Any, torch.Tensor | None]:
         """Run the chain and sum the stages' self-supervised criteria (None if none has one)."""
+        return self._run(data, True)
+
+    def _run(
+        self, data: Mapping[str, torch.Tensor], with_ssl: bool
+    ) -> tuple[Any, torch.Tensor | None]:
         env: dict[str, Any] = dict(data)
-        cur = next(iter(data.values()))
+        primary = primary_name(data)
+        cur = data[primary]
         total: torch.Tensor | None = None
         out: Any = cur
-        for i, stage in enumerate(self.stages):
-            inputs = {"input": cur, **env}
-            out = (
-                stage.run(env, cur, i == 0)
-                if isinstance(stage, EnsembleStage | SelectStage)
-                else _call(stage, env, cur, i == 0)
-            )
+        for stage in self.stages:
+            if isinstance(stage, EnsembleStage | SelectStage):
+                inputs: dict[str, Any] = {primary: cur, **env}
+                out = stage.run(env, cur, primary)
+            else:
+                kw = _bind(stage, env, cur, primary)
+                inputs = {**env, **kw}
+                out = stage(**kw)
             ssl = getattr(stage, "self_supervised_loss", None)
-            if callable(ssl) and not isinstance(stage, Chain):
+            if with_ssl and callable(ssl):
                 with contextlib.suppress(Exception):
                     v = ssl(inputs, out)
                     if isinstance(v, torch.Tensor):
