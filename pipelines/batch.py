@@ -258,15 +258,19 @@ def _run_module(module: Any, block: np.ndarray, output_key: str | None, device: 
                 out[0],
             )
     elif dataclasses.is_dataclass(out) and not isinstance(out, type):
-        out = (
-            getattr(out, output_key)
-            if output_key
-            else next(
-                getattr(out, f.name)
+        if output_key is None:
+            fields = [
+                f.name
                 for f in dataclasses.fields(out)
                 if isinstance(getattr(out, f.name), torch.Tensor)
-            )
-        )
+                and tuple(getattr(out, f.name).shape) == arr.shape
+            ]
+            if not fields:
+                raise ValueError(
+                    f"fn: module output {type(out).__name__} has no tensor field of the block shape {arr.shape}; pass output_key="
+                )
+            output_key = fields[0]
+        out = getattr(out, output_key)
     if not isinstance(out, torch.Tensor):
         raise TypeError(
             f"fn: module returned {type(out).__name__}; expected a tensor (or a dict/tuple holding one)"
@@ -845,6 +849,21 @@ def run_batch(
         raise ValueError(f"input: expected a non-empty array, got shape {tuple(x.shape)}")
     x = _normalize_chunks(x, chunks)
     halo_t = resolve_halo(fn, x.ndim, halo)
+    if chunks is None:  # grow blocks that are thinner than the halo (e.g. 1 frame, halo 8)
+        grow = {
+            ax: -(-h // c[0]) * c[0]
+            for ax, (h, c) in enumerate(zip(halo_t, x.chunks))
+            if h and len(c) > 1 and min(c) < h
+        }
+        if grow:
+            log.info(
+                "batch: blocks thinner than the halo; rechunking axes %s to %s samples",
+                list(grow),
+                list(grow.values()),
+            )
+            x = _normalize_chunks(
+                x.rechunk({ax: min(n, x.shape[ax]) for ax, n in grow.items()}), None
+            )
     depth = _check_halo(x, halo_t)
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

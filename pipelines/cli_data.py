@@ -160,6 +160,12 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--config", help="Scheduler config: conf/batch/NAME.yaml or a YAML path."),
         ] = None,
+        output_key: Annotated[
+            str | None,
+            typer.Option(
+                "--output-key", help="Field of a dict/table output to store (e.g. score)."
+            ),
+        ] = None,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an output of a different job.")
         ] = False,
@@ -178,27 +184,34 @@ def register(app: typer.Typer) -> None:
             **_parse_kv(cluster_option, "--cluster-option"),
         }
         chunk_spec = tuple(int(c) for c in chunks.split(",")) if chunks else cfg.get("chunks")
-        result = run_batch(
-            fn,
-            input,
-            output,
-            halo=halo if halo is not None else cfg.get("halo"),
-            scheduler=scheduler or cfg.get("scheduler", "local"),
-            chunks=chunk_spec,
-            array=array,
-            n_workers=workers or cfg.get("n_workers"),
-            threads_per_worker=int(cfg.get("threads_per_worker", 1)),
-            memory_limit=memory_limit or cfg.get("memory_limit"),
-            cluster_options=cluster_options,
-            overwrite=overwrite,
-            config={
-                "cli": {
-                    "target": target,
-                    "params": _parse_kv(param, "--param"),
-                    "batch_config": config,
-                }
-            },
-        )
+        from pipelines.io.core import DatasetError
+
+        try:
+            result = run_batch(
+                fn,
+                input,
+                output,
+                halo=halo if halo is not None else cfg.get("halo"),
+                scheduler=scheduler or cfg.get("scheduler", "local"),
+                chunks=chunk_spec,
+                array=array,
+                n_workers=workers or cfg.get("n_workers"),
+                threads_per_worker=int(cfg.get("threads_per_worker", 1)),
+                memory_limit=memory_limit or cfg.get("memory_limit"),
+                cluster_options=cluster_options,
+                overwrite=overwrite,
+                output_key=output_key,
+                config={
+                    "cli": {
+                        "target": target,
+                        "params": _parse_kv(param, "--param"),
+                        "batch_config": config,
+                    }
+                },
+            )
+        except (DatasetError, FileNotFoundError, ValueError, TypeError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
         typer.echo(
             f"{result.output}: {result.n_shards} shards ({result.n_skipped} already done, {result.n_computed} computed) in {result.seconds:.1f} s"
         )
