@@ -7,8 +7,18 @@
 * :mod:`components.rules.conservation` -- conserved quantities along trajectories
 """
 
+from components.rules.conservation import ConservationLaw, find_conserved
 from components.rules.expression import Expression, ExpressionModule
 from components.rules.sindy import SINDy, fit_sindy
 from components.rules.symbolic import SymbolicRegression, discover
 
-__all__ = ["SINDy", "Expression", "ExpressionModule", "SymbolicRegression", "discover", "fit_sindy"]
+__all__ = [
+    "ConservationLaw",
+    "Expression",
+    "ExpressionModule",
+    "SINDy",
+    "SymbolicRegression",
+    "discover",
+    "find_conserved",
+    "fit_sindy",
+]
