@@ -542,11 +542,14 @@ class Pipeline(nn.Module):
                 out[k] = v
         return out
 
-    def trace(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Run every stage and return the whole blackboard (inputs and all stage outputs).
+    def trace(self, *args: Any, until: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Run the stages and return the whole blackboard (inputs and all stage outputs).
 
-        Keys: ``"input.<name>"``, ``"<stage>"`` and ``"<stage>.<field>"``.
+        Keys: ``"input.<name>"``, ``"<stage>"`` and ``"<stage>.<field>"``.  With
+        ``until``, stop after that stage (later stages are not run).
         """
+        if until is not None and until not in self.stages:
+            raise ValueError(f"until: expected a stage name {self.stage_names()}, got {until!r}")
         board: dict[str, Any] = {
             f"input.{k}": v for k, v in self._inputs_dict(args, kwargs).items()
         }
@@ -559,6 +562,8 @@ class Pipeline(nn.Module):
             board[info.name] = out
             for k, v in _fields(out, info.primary).items():
                 board[f"{info.name}.{k}"] = v
+            if info.name == until:
+                break
         return board
 
     def _cut(self, out: Any, info: StageInfo, call: Mapping[str, Any]) -> Any:
@@ -733,6 +738,8 @@ class Pipeline(nn.Module):
             fn = getattr(mod, "self_supervised_loss", None)
             if fn is None:
                 continue
+            if info.name not in board:
+                continue
             call = {arg: board[key] for arg, key in info.inputs.items()}
             val = fn(call, board[info.name])
             if val is None:
@@ -846,6 +853,11 @@ class Pipeline(nn.Module):
         if loss is None:
             loss = "mse" if target is not None else "self-supervised"
         loss_fn = self._make_loss(loss, target)
+        # a self-supervised loss needs the stages up to the last one that declares it
+        until = None
+        if loss == "self-supervised":
+            declaring = [i.name for i in self.plan if _declares_ssl(self.stages[i.name])]
+            until = declaring[-1] if declaring else None
         opt_name = optimizer.lower()
         if opt_name == "adam":
             opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr)
@@ -873,7 +885,7 @@ class Pipeline(nn.Module):
 
             def closure() -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                value = loss_fn(self.trace(**inputs))
+                value = loss_fn(self.trace(**inputs, until=until))
                 if not isinstance(value, torch.Tensor) or value.ndim != 0:
                     raise ValueError(
                         f"loss: expected a scalar tensor, got {type(value).__name__} {getattr(value, 'shape', '')}"
@@ -906,7 +918,9 @@ class Pipeline(nn.Module):
         # evaluate the final parameters too, then keep the best
         with torch.no_grad():
             final = (
-                float(loss_fn(self.trace(**inputs)).detach()) if stopped != "diverged" else math.inf
+                float(loss_fn(self.trace(**inputs, until=until)).detach())
+                if stopped != "diverged"
+                else math.inf
             )
         if final < best:
             best, best_step = final, len(history)

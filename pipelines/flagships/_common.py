@@ -1,0 +1,88 @@
+"""Helpers shared by the flagships: stage building, matching, refinement, figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.base import discover_components
+
+__all__ = ["available", "match_points", "refine_pipeline", "stage_config"]
+
+
+def available(component: str) -> bool:
+    """Whether a component name is registered (the families land independently)."""
+    return component in discover_components()
+
+
+def stage_config(cfg: Mapping[str, Any], stage: str, **overrides: Any) -> dict[str, Any] | None:
+    """The config of ``pipeline.stages.<stage>`` with overrides; None when the stage is
+    switched off (``null``) or its component is not installed."""
+    stages = (cfg.get("pipeline") or {}).get("stages") or {}
+    node = stages.get(stage)
+    if node is None:
+        return None
+    node = dict(node)
+    target = node.get("_target_")
+    if target is not None and not available(str(target)):
+        return None
+    node.update(overrides)
+    return node
+
+
+def match_points(
+    pred: np.ndarray, true: np.ndarray, radius: float
+) -> tuple[int, int, int, np.ndarray]:
+    """Optimal one-to-one matching of points within ``radius`` (Hungarian assignment).
+
+    Returns
+    -------
+    tp, fp, fn : int
+    pairs : ndarray (tp, 2)
+        Indices ``(pred, true)`` of the matched pairs.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred, dtype=float).reshape(-1, true.shape[-1] if true.size else 2)
+    true = np.asarray(true, dtype=float).reshape(-1, pred.shape[-1])
+    if len(pred) == 0 or len(true) == 0:
+        return 0, len(pred), len(true), np.zeros((0, 2), dtype=int)
+    d = np.linalg.norm(pred[:, None, :] - true[None, :, :], axis=-1)
+    cost = np.where(d <= radius, d, 1e6)
+    r, c = linear_sum_assignment(cost)
+    ok = cost[r, c] <= radius
+    pairs = np.stack([r[ok], c[ok]], 1)
+    tp = int(ok.sum())
+    return tp, len(pred) - tp, len(true) - tp, pairs
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def refine_pipeline(
+    pipe: Any,
+    inputs: Mapping[str, torch.Tensor],
+    cfg: Mapping[str, Any],
+    loss: Any = "self-supervised",
+    target: Any = None,
+) -> dict[str, Any] | None:
+    """``Pipeline.refine`` with the run's ``refine`` settings; None when disabled."""
+    rcfg = dict(cfg.get("refine") or {})
+    if not rcfg.get("enabled"):
+        return None
+    res = pipe.refine(
+        dict(inputs),
+        loss,
+        target=target,
+        steps=int(rcfg.get("steps", 30)),
+        lr=float(rcfg.get("lr", 0.05)),
+        budget=rcfg.get("budget"),
+        patience=int(rcfg.get("patience", 8)),
+        optimizer=str(rcfg.get("optimizer", "adam")),
+        stages=rcfg.get("stages"),
+    )
+    return res.to_dict()
