@@ -100,6 +100,7 @@ def test_fits_round_trip(tmp_path):
     assert ds.attrs["target"] == "SIM 1"
 
 
+@pytest.mark.real_data
 def test_truncated_fits(tmp_path, shared_data):
     src = (shared_data / TESS).read_bytes()
     bad = tmp_path / "truncated.fits"
