@@ -146,14 +146,14 @@ def _examples(body: str) -> str:
             code.append(line)
         else:
             if code:
-                blocks += ["```python", *code, "```"]
+                blocks.append("```python\n" + "\n".join(code) + "\n```")
                 code = []
             if line.strip():
                 prose.append(line)
     if prose:
         blocks.append(_inline(" ".join(prose)))
     if code:
-        blocks += ["```python", *code, "```"]
+        blocks.append("```python\n" + "\n".join(code) + "\n```")
     return "\n\n".join(blocks) if blocks else ""
 
 

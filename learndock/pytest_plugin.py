@@ -17,7 +17,7 @@ and write one test::
 The plugin parametrises ``learndock_case`` over every learnware declaration whose
 component lives in that package (test ids are the learnware names) and
 ``learndock_check`` over every check of :data:`learndock.testing.CHECKS` (ids are the
-check names), so a failure reads ``test_contract[hydra_roundtrip-lab.flares.default]``.
+check names), so a failure reads ``test_contract[lab_flares.outliers.default-hydra_roundtrip]``.
 ``--learndock-device cuda`` runs the device check against CUDA (skipped when absent).
 
 The plugin is *not* registered through the ``pytest11`` entry point, so that installing
