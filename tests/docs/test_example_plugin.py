@@ -44,7 +44,7 @@ def test_flarelab_passes_its_own_tests_with_the_kit(flarelab: tuple[Path, Plugin
 
 @pytest.mark.skipif(not _has_registry(), reason="specs.package / specs.registry not available yet")
 def test_flarelab_package_verify_submit_search(flarelab: tuple[Path, PluginEnv], tmp_path: Path) -> None:
-    src, env = flarelab
+    _, env = flarelab
     sample = tmp_path / "my_stars.npy"
     code = f"import numpy as np; from flarelab.synthetic import flare_light_curves; np.save({str(sample)!r}, flare_light_curves(42)['flux'])"
     env.run(["python", "-c", code])
