@@ -220,8 +220,10 @@ class _Model:
 
 
 def _snap_candidates(v: float) -> list[tuple[sp.Expr, float]]:
-    """Simple exact numbers near ``v``, simplest first: integers, small rationals, and
-    rationals times pi^{+-1}, sqrt(2)^{+-1}, sqrt(pi)^{+-1}, sqrt(2 pi)^{+-1}."""
+    """Exact numbers to try for ``v``: 0 and sign(v)*1 (absorbed by the other constants
+    when the model is over-parameterised), then integers, small rationals and rationals
+    times pi^{+-1}, sqrt(2)^{+-1}, sqrt(pi)^{+-1}, sqrt(2 pi)^{+-1} within 1 % of ``v``,
+    simplest first."""
     out: list[tuple[sp.Expr, float]] = []
     if not math.isfinite(v) or v == 0:
         return [(sp.Integer(0), 0.0)]
@@ -249,7 +251,10 @@ def _snap_candidates(v: float) -> list[tuple[sp.Expr, float]]:
                     out.append((e, float(e)))
                 break
     out.sort(key=lambda t: (count_nodes(t[0]), abs(t[1] - v)))
-    return out[:6]
+    # 0 and +-1 first: a constant that another (refitted) constant can absorb, or a
+    # numerically vanishing term, simplifies the law most
+    head = [(sp.Integer(0), 0.0), (sp.Integer(1), 1.0) if v > 0 else (sp.Integer(-1), -1.0)]
+    return head + [o for o in out if o[1] not in (0.0, 1.0, -1.0)][:5]
 
 
 def snap_constants(
@@ -313,10 +318,23 @@ def snap_constants(
     order = sorted(range(k), key=lambda i: -abs(values[i]))
     for i in order:
         base = mse * (1 + rel) + floor
-        for e, ev in _snap_candidates(float(values[i])):
+        cands = _snap_candidates(float(values[i]))
+        free = [j for j in range(k) if j != i and j not in exact]
+        done = False
+        # cheap pass: the snapped value as is, no refit
+        for e, ev in cands:
             trial = values.copy()
             trial[i] = ev
-            free = [j for j in range(k) if j != i and j not in exact]
+            tl = model.loss(cols, y, trial)
+            if tl <= base:
+                exact[i] = e
+                values, mse, done = trial, tl, True
+                break
+        if done or len(free) > 6:
+            continue
+        for e, ev in cands[:4]:
+            trial = values.copy()
+            trial[i] = ev
             tv, tl = model.refit(cols, y, free, trial)
             if tl <= base:
                 exact[i] = e
@@ -733,19 +751,17 @@ def _pareto(entries: list[ParetoEntry]) -> list[ParetoEntry]:
     return front
 
 
-def _postprocess(
-    cands: list[tuple[sp.Expr, str]],
-    X: np.ndarray,
-    y: np.ndarray,
-    names: Sequence[str],
-    *,
-    snap: bool,
-) -> list[tuple[sp.Expr, float, str]]:
+def _postprocess(cands: list[tuple[sp.Expr, str]], X: np.ndarray, y: np.ndarray, names: Sequence[str], *, snap: bool, n_snap: int = 6, n_refit: int = 12) -> list[tuple[sp.Expr, float, str]]:
+    """Canonicalise every candidate, refit the constants of the ``n_refit`` best by the
+    selection criterion in float64 and snap the constants of the ``n_snap`` best
+    (refitting and snapping are the expensive steps)."""
     syms = [sp.Symbol(n, real=True) for n in names]
     cols = [X[:, i] for i in range(X.shape[1])]
-    # rough loss first, keep a manageable set: best 12 by loss + all small ones
-    scored = []
+    n = len(y)
+    floor = 1e-10 * float(np.var(y)) + 1e-300
     seen: set[str] = set()
+    fitted = []
+    prelim: list[tuple[float, _Model, str]] = []
     for e, src in cands:
         try:
             e = _canonical(e)
@@ -754,26 +770,26 @@ def _postprocess(
                 continue
             seen.add(key)
             m = _Model(e, syms)
-            scored.append((m.loss(cols, y), count_nodes(e), e, src))
+            loss0 = m.loss(cols, y)
+            if math.isfinite(loss0):
+                prelim.append((n * math.log(max(loss0, floor)) + count_nodes(e) * math.log(n), m, src))
         except Exception:
             continue
-    scored = [s for s in scored if math.isfinite(s[0])]
-    by_loss = sorted(scored, key=lambda s: s[0])[:12]
-    by_size = sorted(scored, key=lambda s: s[1])[:8]
-    keep = {id(s): s for s in by_loss + by_size}.values()
+    prelim.sort(key=lambda f: f[0])
+    for _, m, src in prelim[:n_refit]:
+        v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
+        if math.isfinite(mse):
+            fitted.append((m.expr(v), mse, src))
+    fitted.sort(key=lambda f: n * math.log(max(f[1], floor)) + count_nodes(f[0]) * math.log(n))
     out = []
-    for _, _, e, src in keep:
-        try:
-            if snap:
-                e2, mse = snap_constants(e, X, y, list(names))
-            else:
-                m = _Model(e, syms)
-                v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
-                e2 = m.expr(v)
-            e2 = _canonical(e2)
-            out.append((e2, float(mse), src))
-        except Exception:
-            continue
+    for i, (e, mse, src) in enumerate(fitted):
+        if snap and i < n_snap:
+            try:
+                e2, mse2 = snap_constants(e, X, y, list(names))
+                out.append((_canonical(e2), float(mse2), src))
+            except Exception:  # pragma: no cover - keep the unsnapped model
+                pass
+        out.append((e, float(mse), src))
     return out
 
 
