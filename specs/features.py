@@ -235,7 +235,7 @@ def featurize(
     """
     if hasattr(data, "data") and not isinstance(data, np.ndarray | torch.Tensor | Mapping):
         modality = modality or getattr(data, "modality", None)
-        data = data.data
+        data = _unwrap_dataset(data)
     if modality is None and featurizer is None:
         raise ValueError("modality: required to choose a featurizer (e.g. modality='microscopy')")
     feat = get_featurizer(featurizer, modality=modality)
@@ -256,6 +256,35 @@ def featurize(
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
+_MAX_PLANES = 16
+
+
+def _unwrap_dataset(ds: Any) -> Any:
+    """Raw data of a duck-typed dataset (``.data``, ``.modality``, ``.attrs``), reading at
+    most a few evenly spaced planes of a large (lazy) image."""
+    data, attrs = ds.data, dict(getattr(ds, "attrs", {}) or {})
+    if isinstance(data, Mapping):
+        if "points" in data and "positions" not in data:
+            out: dict[str, Any] = {"positions": np.asarray(data["points"])}
+            if attrs.get("rate"):
+                out["rate"] = float(attrs["rate"])
+            return out
+        return {
+            k: np.asarray(v)
+            for k, v in data.items()
+            if k in ("time", "flux", "flux_err", "positions", "rate")
+        }
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) > 2:
+        lead = int(np.prod(shape[:-2]))
+        flat = data.reshape((lead, *shape[-2:])) if lead > _MAX_PLANES else data
+        if lead > _MAX_PLANES:
+            idx = np.linspace(0, lead - 1, _MAX_PLANES).round().astype(int)
+            flat = flat[idx]
+        return np.asarray(flat)
+    return np.asarray(data)
+
+
 def _as_array(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()

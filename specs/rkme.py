@@ -217,7 +217,8 @@ class RKME:
         seed: int = 0,
         bandwidth: float | None = None,
         featurizer: str = "raw",
-        steps: int = 60,
+        steps: int = 50,
+        inner: int = 5,
         lr: float = 0.05,
         device: str | torch.device | None = None,
     ) -> RKME:
@@ -239,6 +240,8 @@ class RKME:
             Feature-space id stored with the RKME.
         steps : int
             Joint refinement steps.
+        inner : int
+            Projected-gradient iterations on ``beta`` per step (warm-started).
         lr : float
             Adam step for ``z`` in units of the bandwidth.
         device : str or device, optional
@@ -258,7 +261,7 @@ class RKME:
         -----
         Initialisation: k-means++ centres ``z``; ``beta`` = cluster proportions.
         Refinement: each step takes one Adam step on ``z`` for the objective in the module
-        docstring and re-solves ``beta`` on the simplex by 30 accelerated projected
+        docstring and updates ``beta`` on the simplex by ``inner`` accelerated projected
         gradient iterations warm-started from the previous ``beta`` (the QP is
         ``m x m``).  All kernel evaluations are matrix products over all points.
         """
@@ -299,7 +302,7 @@ class RKME:
                 Kzx = torch.exp(((zn[:, None] + xn[None, :] - 2 * z @ x.T).clamp_min_(0)) * c)
                 Kzz = _gauss(z, z, bw)
                 h = Kzx.sum(1) / n
-                beta = _qp_simplex(Kzz, h, beta, iters=30)
+                beta = _qp_simplex(Kzz, h, beta, iters=inner)
                 # analytic gradient of beta'Kzz beta - 2 beta'h with respect to z
                 Bzz = Kzz * (beta[:, None] * beta[None, :])
                 g_self = 2 * (z * Bzz.sum(1, keepdim=True) - Bzz @ z) * (-1 / bw**2)
@@ -309,7 +312,7 @@ class RKME:
                 opt.step()
         with torch.no_grad():
             zf = z.detach()
-            beta = _qp_simplex(_gauss(zf, zf, bw), _gauss(zf, x, bw).mean(1), beta, iters=200)
+            beta = _qp_simplex(_gauss(zf, zf, bw), _gauss(zf, x, bw).mean(1), beta, iters=100)
         return cls(zf.float().cpu(), beta.float().cpu(), bw, featurizer, n)
 
     @classmethod
