@@ -58,7 +58,19 @@ _extra_modalities: set[str] = set()
 _plugins_loaded = False
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
-_DTYPES = ("float16", "bfloat16", "float32", "float64", "int16", "int32", "int64", "uint8", "uint16", "bool", "any")
+_DTYPES = (
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "bool",
+    "any",
+)
 
 
 def _load_plugin_vocabulary() -> None:
@@ -71,7 +83,9 @@ def _load_plugin_vocabulary() -> None:
             vocab = ep.load()
             if callable(vocab):
                 vocab = vocab()
-            register_vocabulary(tasks=vocab.get("tasks", ()), modalities=vocab.get("modalities", ()))
+            register_vocabulary(
+                tasks=vocab.get("tasks", ()), modalities=vocab.get("modalities", ())
+            )
         except Exception:  # a broken plug-in must not break the dock
             continue
 
@@ -90,10 +104,15 @@ def register_vocabulary(*, tasks: Any = (), modalities: Any = ()) -> None:
     >>> "flare-detection" in known_tasks()
     True
     """
-    for kind, values, store in (("task", tasks, _extra_tasks), ("modality", modalities, _extra_modalities)):
+    for kind, values, store in (
+        ("task", tasks, _extra_tasks),
+        ("modality", modalities, _extra_modalities),
+    ):
         for v in values:
             if not isinstance(v, str) or not _NAME_RE.match(v):
-                raise ValueError(f"register_vocabulary: {kind} names are lowercase words joined by '-', got {v!r}")
+                raise ValueError(
+                    f"register_vocabulary: {kind} names are lowercase words joined by '-', got {v!r}"
+                )
             store.add(v)
 
 
@@ -129,7 +148,9 @@ class TensorSchema(BaseModel):
     def _axes(cls, v: str) -> str:
         body = v[1:] if v.startswith("*") else v
         if not re.fullmatch(r"[a-z]*", body) or len(set(body)) != len(body):
-            raise ValueError(f"axes: expected distinct lowercase axis letters (optionally after '*'), got {v!r}")
+            raise ValueError(
+                f"axes: expected distinct lowercase axis letters (optionally after '*'), got {v!r}"
+            )
         return v
 
     @field_validator("dtype")
@@ -177,7 +198,9 @@ class SemanticSpec(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME_RE.match(v) or len(v) > 200:
-            raise ValueError(f"name: expected lowercase letters, digits, '.', '-', '_' (<= 200 chars), got {v!r}")
+            raise ValueError(
+                f"name: expected lowercase letters, digits, '.', '-', '_' (<= 200 chars), got {v!r}"
+            )
         return v
 
     @field_validator("version")
@@ -212,13 +235,17 @@ class SemanticSpec(BaseModel):
     def _devices(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for d in v:
             if d not in ("cpu", "cuda", "mps"):
-                raise ValueError(f"devices: expected a subset of ['cpu', 'cuda', 'mps'], got {list(v)!r}")
+                raise ValueError(
+                    f"devices: expected a subset of ['cpu', 'cuda', 'mps'], got {list(v)!r}"
+                )
         return v
 
     @model_validator(mode="after")
     def _has_cpu(self) -> SemanticSpec:
         if "cpu" not in self.devices:
-            raise ValueError(f"devices: every learnware must run on 'cpu', got {list(self.devices)!r}")
+            raise ValueError(
+                f"devices: every learnware must run on 'cpu', got {list(self.devices)!r}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,7 +265,15 @@ class SemanticSpec(BaseModel):
 
     def text(self) -> str:
         """All searchable words of the spec in one lowercase string."""
-        parts = [self.name, self.family, self.task, self.modality, self.scale, self.description, *self.tags]
+        parts = [
+            self.name,
+            self.family,
+            self.task,
+            self.modality,
+            self.scale,
+            self.description,
+            *self.tags,
+        ]
         return " ".join(parts).lower()
 
 
