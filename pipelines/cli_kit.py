@@ -265,14 +265,32 @@ def _package(
         _fail(f"could not build the package: {exc}", code=1)
         return
     typer.echo(json.dumps(result, indent=2, default=str))
+    typer.echo(
+        f"next: learndock registry verify {out} && learndock registry test {out} && learndock registry submit {out}"
+    )
 
 
 def _build(cls: Any, decl: Any, sample: Any, out: Path) -> dict[str, Any]:
-    """Build the package with :func:`specs.package.build_package`."""
-    from specs import package as pkgmod
+    """Build the package with :func:`specs.package.build_package`, then verify it."""
+    from specs.package import build_package, read_package, verify_package
 
-    res = pkgmod.build_package(decl, out=out, data=sample, component=cls)
-    return {"package": str(out), "learnware": decl.name, "component": cls.name, "result": res}
+    path = build_package(cls, decl, out, data=sample)
+    problems = verify_package(path)
+    if problems:
+        raise ValueError("the package fails verification: " + "; ".join(str(p) for p in problems))
+    pkg = read_package(path)
+    return {
+        "package": str(path),
+        "learnware": pkg.name,
+        "version": decl.spec.version,
+        "component": cls.name,
+        "params": dict(decl.params),
+        "featurizer": getattr(pkg, "featurizer", None),
+        "content_id": getattr(pkg, "content_id", None),
+        "bytes": sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        if Path(path).is_dir()
+        else Path(path).stat().st_size,
+    }
 
 
 def register(app: typer.Typer) -> None:

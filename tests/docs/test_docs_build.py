@@ -46,7 +46,9 @@ def _write_gallery(d: Path, broken: bool) -> None:
     )
     (d / "_helper.py").write_text("raise SystemExit('helpers are not examples')\n")
     if broken:
-        (d / "rules_macro_broken.py").write_text('"""A broken example."""\nraise RuntimeError("the model diverged")\n')
+        (d / "rules_macro_broken.py").write_text(
+            '"""A broken example."""\nraise RuntimeError("the model diverged")\n'
+        )
 
 
 def test_gallery_runs_scripts_and_builds_pages(hooks, tmp_path: Path) -> None:
@@ -54,10 +56,16 @@ def test_gallery_runs_scripts_and_builds_pages(hooks, tmp_path: Path) -> None:
     results = hooks.run_gallery(tmp_path / "gallery", timeout=120)
     assert [r.stem for r in results] == ["detection_cosmic_demo"]
     r = results[0]
-    assert r.ok and r.family == "detection" and r.scale == "cosmic" and r.title == "A working example"
+    assert (
+        r.ok and r.family == "detection" and r.scale == "cosmic" and r.title == "A working example"
+    )
     assert r.images == {"fig.png": _PNG}
     page = hooks.gallery_page(r)
-    assert "period 3.2888 d" in page and "![fig.png](detection_cosmic_demo/fig.png)" in page and "print(" in page
+    assert (
+        "period 3.2888 d" in page
+        and "![fig.png](detection_cosmic_demo/fig.png)" in page
+        and "print(" in page
+    )
     assert "[A working example](detection_cosmic_demo.md)" in hooks.gallery_table(results)
 
 
@@ -78,7 +86,7 @@ def test_gallery_script_time_limit(hooks, tmp_path: Path) -> None:
 
 
 def test_numpydoc_rendering(gen) -> None:
-    doc = '''Smooth a signal.
+    doc = """Smooth a signal.
 
     Parameters
     ----------
@@ -105,7 +113,7 @@ def test_numpydoc_rendering(gen) -> None:
     --------
     >>> smooth(x)
     tensor([1.])
-    '''
+    """
     md = gen.numpydoc_to_markdown(doc)
     assert "- **x** (*Tensor, shape (t,)*): The signal." in md
     assert "#### Returns" in md and "- **Tensor**" in md
@@ -131,7 +139,10 @@ def test_reference_pages_cover_the_cli_config_and_api(gen) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None, reason="mkdocs not installed")
+@pytest.mark.skipif(
+    shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None,
+    reason="mkdocs not installed",
+)
 def test_mkdocs_strict_build_runs_the_gallery(tmp_path: Path) -> None:
     """`make docs` in miniature: the strict build, gallery included, succeeds."""
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
@@ -145,7 +156,13 @@ def test_mkdocs_strict_build_runs_the_gallery(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
     site = tmp_path / "site"
-    for page in ("index.html", "authoring/index.html", "reference/cli/index.html", "reference/api/learndock/index.html", "gallery/index.html"):
+    for page in (
+        "index.html",
+        "authoring/index.html",
+        "reference/cli/index.html",
+        "reference/api/learndock/index.html",
+        "gallery/index.html",
+    ):
         assert (site / page).is_file(), page
     assert "learndock new-plugin" in (site / "reference/cli/index.html").read_text()
     for script in sorted((DOCS / "gallery").glob("*.py")):

@@ -21,7 +21,9 @@ from learndock.scaffold import create_plugin
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PluginEnv]:
     work = tmp_path_factory.mktemp("scaffold")
-    root = create_plugin("lab-spikes", work / "gen", task="spike-detection", modality="light-curve", scale="cosmic")
+    root = create_plugin(
+        "lab-spikes", work / "gen", task="spike-detection", modality="light-curve", scale="cosmic"
+    )
     return install_plugin(root, work)
 
 
@@ -31,19 +33,42 @@ def test_generated_plugin_passes_its_own_tests(scaffolded: tuple[Path, PluginEnv
     assert "failed" not in proc.stdout
     assert "test_contract[lab_spikes.outliers.default-gradient] PASSED" in proc.stdout
     assert "test_config_group_composes_and_instantiates PASSED" in proc.stdout
-    assert "test_vocabulary_is_registered PASSED" in proc.stdout  # the new task word 'spike-detection'
+    assert (
+        "test_vocabulary_is_registered PASSED" in proc.stdout
+    )  # the new task word 'spike-detection'
 
 
 @pytest.mark.slow
-def test_generated_plugin_contract_failure_is_reported(scaffolded: tuple[Path, PluginEnv], tmp_path: Path) -> None:
+def test_generated_plugin_contract_failure_is_reported(
+    scaffolded: tuple[Path, PluginEnv], tmp_path: Path
+) -> None:
     """Break the generated component (forward ignores a parameter): the kit's test names
     the learnware, the check and what differs."""
     src, env = scaffolded
     broken = env.site / "lab_spikes" / "outliers.py"
     text = broken.read_text()
     try:
-        broken.write_text(text.replace("return robust_outlier_score(x, **self.config())", "return robust_outlier_score(x, threshold=1.0)"))
-        proc = env.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_contract.py", "-k", "function"], cwd=src, check=False)
+        broken.write_text(
+            text.replace(
+                "return robust_outlier_score(x, **self.config())",
+                "return robust_outlier_score(x, threshold=1.0)",
+            )
+        )
+        proc = env.run(
+            [
+                "python",
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_contract.py",
+                "-k",
+                "function",
+            ],
+            cwd=src,
+            check=False,
+        )
     finally:
         broken.write_text(text)
     assert proc.returncode == 1
@@ -52,7 +77,7 @@ def test_generated_plugin_contract_failure_is_reported(scaffolded: tuple[Path, P
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("specs.package", "specs.registry", "pipelines.cli_registry")),
+    not all(importlib.util.find_spec(m) for m in ("specs.package", "specs.registry")),
     reason="specs.package / specs.registry not available yet",
 )
 def test_scaffold_package_submit_search(scaffolded: tuple[Path, PluginEnv], tmp_path: Path) -> None:
@@ -60,9 +85,22 @@ def test_scaffold_package_submit_search(scaffolded: tuple[Path, PluginEnv], tmp_
     rng = np.random.default_rng(0)
     sample = tmp_path / "series.npy"
     np.save(sample, (1 + 1e-3 * rng.standard_normal((8, 1024))).astype(np.float32))
-    registry = {"LEARNDOCK_REGISTRY": str(tmp_path / "registry")}
     pkg = tmp_path / "lab_spikes.zip"
-    env.run(["learndock", "package", "lab_spikes.outliers", "--data", str(sample), "--out", str(pkg), "--set", "threshold=6.0"], env=registry)
-    env.run(["learndock", "registry", "submit", str(pkg)], env=registry)
-    found = env.run(["learndock", "registry", "search", "--task", "spike-detection", "--data", str(sample)], env=registry)
-    assert "lab_spikes.outliers.default" in found.stdout
+    steps = [
+        [
+            "package",
+            "lab_spikes.outliers",
+            "--data",
+            sample,
+            "--out",
+            pkg,
+            "--set",
+            "threshold=6.0",
+        ],
+        ["registry", "submit", pkg],
+        ["registry", "search", "--task=spike-detection", f"--data={sample}"],
+    ]
+    results = env.cli(steps, env_vars={"LEARNDOCK_REGISTRY": str(tmp_path / "registry")})
+    for step, (code, out) in zip(steps, results):
+        assert code == 0, f"learndock {' '.join(map(str, step))} exited with {code}:\n{out}"
+    assert "lab_spikes.outliers.default" in results[-1][1]
