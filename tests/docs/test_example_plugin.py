@@ -50,6 +50,7 @@ def test_flarelab_passes_its_own_tests_with_the_kit(flarelab: tuple[Path, Plugin
     for test in (
         "test_config_group_composes_and_instantiates",
         "test_task_vocabulary_extended_by_entry_point",
+        "test_learndock_run_sees_the_config",  # `learndock run detection=flarelab_flares`
     ):
         assert f"{test} PASSED" in proc.stdout
 
