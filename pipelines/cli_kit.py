@@ -117,10 +117,7 @@ def _new_plugin(
 ) -> None:
     """Scaffold an installable learndock plug-in package NAME.
 
-    The package has a src layout, the `learndock.components` entry point, one example
-    component with its learnware declaration, a Hydra config group exposed through a
-    search-path plugin, tests running the contract suite, and a README.  It passes its
-    own tests right after `pip install -e .`.
+    The package has a src layout, the `learndock.components` entry point, one example component with its learnware declaration, Hydra configs in learndock's family group exposed through a search-path plugin, tests running the contract suite, and a README. It passes its own tests right after `pip install -e .`.
     """
     from learndock.scaffold import create_plugin, plugin_names
 
@@ -182,9 +179,7 @@ def _package(
 ) -> None:
     """Build a learnware package from an installed COMPONENT, its params and sample data.
 
-    The statistical spec (RKME) is computed locally from --data in the modality's
-    featurizer space; the raw data are never written into the package.  The contract
-    suite runs on the configured component first (use --skip-checks to bypass).
+    The statistical spec (RKME) is computed locally from --data in the modality's featurizer space; the raw data are never written into the package. The contract suite runs on the configured component first (use --skip-checks to bypass), and the package is verified after it is written.
     """
     from components.base import ComponentNotFoundError, discover_learnwares, get_component
 
