@@ -922,7 +922,7 @@ def run_batch(
             import shutil
 
             shutil.rmtree(out)
-        group = zarr.open_group(str(out), mode="w", zarr_format=3)
+        group: Any = zarr.open_group(str(out), mode="w", zarr_format=3)
         group.create_array(
             "data",
             shape=x.shape,
@@ -985,7 +985,12 @@ def run_batch(
             "dtype": out_dtype.str,
         },
     }
-    meta = {"kind": "array", "array": "data", "provenance": provenance, "status": "running"}
+    meta: dict[str, Any] = {
+        "kind": "array",
+        "array": "data",
+        "provenance": provenance,
+        "status": "running",
+    }
     if ds is not None:
         meta.update(
             {

@@ -60,7 +60,8 @@ def resolve_target(target: str, params: dict[str, Any] | None = None) -> Any:
                 config_name="config",
                 overrides=[f"pipeline={target}", *(f"pipeline.{k}={v}" for k, v in params.items())],
             )
-        return Pipeline.from_config(OmegaConf.to_container(cfg.pipeline, resolve=True))
+        pipe_cfg: Any = OmegaConf.to_container(cfg.pipeline, resolve=True)
+        return Pipeline.from_config(pipe_cfg)
     raise LookupError(
         f"target: {target!r} is neither a registered component {sorted(discover_components())} nor a pipeline config {known_pipes}"
     )

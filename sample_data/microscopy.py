@@ -48,7 +48,7 @@ class TimelapseModel:
 
     def __init__(
         self,
-        shape: tuple[int, int, int],
+        shape: tuple[int, ...],
         seed: int,
         *,
         n_spots: int | None,
@@ -334,7 +334,7 @@ def write_timelapse_zarr(
     return Path(path), m.truth()
 
 
-def gaussian_psf(shape: tuple[int, int, int], sigma: tuple[float, float, float]) -> np.ndarray:
+def gaussian_psf(shape: tuple[int, ...], sigma: tuple[float, ...]) -> np.ndarray:
     """A normalised (sum 1) 3-D Gaussian PSF centred in an odd-sized box.
 
     Examples
@@ -355,7 +355,7 @@ def blurred_volume(
     seed: int = 0,
     size: Any = "small",
     *,
-    psf_sigma: tuple[float, float, float] = (2.5, 1.2, 1.2),
+    psf_sigma: tuple[float, ...] = (2.5, 1.2, 1.2),
     n_beads: int | None = None,
     photons: float = 200.0,
 ) -> tuple[np.ndarray, dict[str, Any]]:

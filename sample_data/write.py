@@ -102,7 +102,7 @@ def write_sample_data(
         }
         if arrays:
             npz = root / f"{name}_truth.npz"
-            np.savez_compressed(npz, **arrays)
+            np.savez_compressed(npz, **arrays)  # type: ignore[arg-type]
             entry["truth_arrays"] = npz.name
         manifest["samples"][name] = entry
 
@@ -180,16 +180,16 @@ def write_sample_data(
         )
         record("gait", [c3d, zp], "c3d", "biomechanics", truth)
     if "lightcurves" in chosen:
-        data, truth = lightcurves.light_curves(seed, size)
+        lc_data, truth = lightcurves.light_curves(seed, size)
         d = root / "light-curves"
         (d / "fits").mkdir(parents=True, exist_ok=True)
-        n = data["flux"].shape[0]
+        n = lc_data["flux"].shape[0]
         curves = [
             {
-                "time": data["time"],
-                "flux": data["flux"][i],
-                "flux_err": data["flux_err"][i],
-                "quality": data["quality"][i],
+                "time": lc_data["time"],
+                "flux": lc_data["flux"][i],
+                "flux_err": lc_data["flux_err"][i],
+                "quality": lc_data["quality"][i],
             }
             for i in range(n)
         ]
@@ -205,10 +205,10 @@ def write_sample_data(
             files.append(
                 write_fits(
                     d / "fits" / f"star_{i:03d}.fits",
-                    data["time"],
-                    data["flux"][i],
-                    data["flux_err"][i],
-                    quality=data["quality"][i],
+                    lc_data["time"],
+                    lc_data["flux"][i],
+                    lc_data["flux_err"][i],
+                    quality=lc_data["quality"][i],
                     mission="TESS",
                     target=names[i],
                 )

@@ -280,7 +280,7 @@ def write_motion_zarr(
         }
     if points.ndim != 3 or points.shape[2] != 3:
         raise ValueError(f"points: expected shape (t, marker, 3), got {points.shape}")
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group: Any = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs["learndock"] = {"kind": "motion", **meta}
     z = group.create_array(
         "points",
@@ -306,7 +306,7 @@ def write_motion_zarr(
 def read_motion_zarr(path: str | os.PathLike[str]) -> Dataset:
     """Read a motion-capture Zarr group written by :func:`write_motion_zarr`."""
     p = Path(path)
-    group = zarr.open_group(str(p), mode="r")
+    group: Any = zarr.open_group(str(p), mode="r")
     meta = dict(group.attrs.get("learndock", {}))
     names = {k for k, _ in group.arrays()}
     if "points" not in names:

@@ -262,7 +262,7 @@ def open_dataset(
     fmt = detect_format(path)
     from pipelines.io import biomechanics, lightcurves, microscopy
 
-    readers = {
+    readers: dict[str, Any] = {
         "ome-zarr": microscopy.read_ome_zarr,
         "zarr": microscopy.read_zarr,
         "tiff": microscopy.read_tiff,

@@ -527,7 +527,7 @@ def write_lightcurve_zarr(
             )
         lengths.append(len(c["time"]))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group: Any = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs["learndock"] = {
         "kind": "lightcurves",
         "n_targets": n,
@@ -561,7 +561,7 @@ def read_lightcurve_zarr(path: str | os.PathLike[str]) -> Dataset:
     ``attrs["targets"]`` index them (see :func:`get_lightcurve`).
     """
     p = Path(path)
-    group = zarr.open_group(str(p), mode="r")
+    group: Any = zarr.open_group(str(p), mode="r")
     need = ("time", "flux", "offsets", "targets")
     present = {k for k, _ in group.arrays()}
     missing = [k for k in need if k not in present]

@@ -135,7 +135,7 @@ def write_ome_zarr(
             entry["unit"] = units[a]
         ax_meta.append(entry)
     p = Path(path)
-    group = zarr.open_group(str(p), mode="w", zarr_format=3)
+    group: Any = zarr.open_group(str(p), mode="w", zarr_format=3)
     storage = [{"chunks": tuple(min(c, s) for c, s in zip(chunks, lv.shape))} for lv in levels]
     write_multiscale(
         levels,
@@ -195,7 +195,7 @@ def read_ome_zarr(path: str | os.PathLike[str], *, level: int = 0) -> Dataset:
     """
     p = Path(path)
     try:
-        group = zarr.open_group(str(p), mode="r")
+        group: Any = zarr.open_group(str(p), mode="r")
     except Exception as exc:
         raise CorruptFileError(f"{p}: cannot open as a Zarr group ({exc})") from exc
     attrs = dict(group.attrs)
@@ -222,7 +222,8 @@ def read_ome_zarr(path: str | os.PathLike[str], *, level: int = 0) -> Dataset:
         raise CorruptFileError(
             f"{p}: level {level} has {levels[level].ndim} dims but metadata names axes {axes!r}"
         )
-    extra = dict(attrs.get("learndock", {})) if isinstance(attrs.get("learndock"), Mapping) else {}
+    ld: Any = attrs.get("learndock")
+    extra: dict[str, Any] = dict(ld) if isinstance(ld, Mapping) else {}
     return Dataset(
         data=levels[level],
         axes=axes,
@@ -303,7 +304,7 @@ def write_zarr(
                 f"shards: expected {arr.ndim} entries, each a multiple of chunks={tuple(chunks or ())}, got {tuple(shards)}"
             )
     p = Path(path)
-    group = zarr.open_group(str(p), mode="w", zarr_format=3)
+    group: Any = zarr.open_group(str(p), mode="w", zarr_format=3)
     group.attrs["learndock"] = {
         "kind": "array",
         "array": name,
@@ -345,12 +346,12 @@ def read_zarr(path: str | os.PathLike[str], *, array: str | None = None) -> Data
     """
     p = Path(path)
     try:
-        node = zarr.open(str(p), mode="r")
+        node: Any = zarr.open(str(p), mode="r")
     except Exception as exc:
         raise CorruptFileError(f"{p}: cannot open as Zarr ({type(exc).__name__}: {exc})") from exc
     meta: dict[str, Any] = {}
     if isinstance(node, zarr.Group):
-        meta = dict(node.attrs.get("learndock", {}) or {})
+        meta = dict(node.attrs.get("learndock", {}) or {})  # type: ignore[arg-type]
         key = array or meta.get("array")
         if key is None:
             names = sorted(k for k, _ in node.arrays())
@@ -360,7 +361,7 @@ def read_zarr(path: str | os.PathLike[str], *, array: str | None = None) -> Data
                 )
             key = names[0]
         try:
-            z = node[key]
+            z: Any = node[key]
         except KeyError as exc:
             raise CorruptFileError(f"{p}: Zarr group has no array {key!r}") from exc
     else:

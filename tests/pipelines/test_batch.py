@@ -257,7 +257,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(b, job.slow_filter(x))
 
 
-def test_distributed_two_workers_matches_local(tmp_path):
+def _distributed_matches_local(tmp_path, processes: bool) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 64, 48)).astype(np.float32)
     inp = write_zarr(x, tmp_path / "in.zarr", axes="tyx", chunks=(1, 32, 48))
@@ -269,13 +269,25 @@ def test_distributed_two_workers_matches_local(tmp_path):
         halo=(0, 6, 6),
         scheduler="distributed",
         n_workers=2,
+        cluster_options={"processes": processes},
         progress=False,
     )
     a = open_dataset(local.output).data.compute()
     b = open_dataset(dist.output).data.compute()
     assert a.tobytes() == b.tobytes()
     perf = json.loads((dist.output / ".batch" / "dask-performance.json").read_text())
-    assert len(perf["workers"]) >= 1
+    assert len(perf["workers"]) == 2
+
+
+def test_distributed_two_workers_matches_local(tmp_path):
+    """A 2-worker LocalCluster (in-process workers: fast) gives the local output."""
+    _distributed_matches_local(tmp_path, processes=False)
+
+
+@pytest.mark.slow
+def test_distributed_two_worker_processes_matches_local(tmp_path):
+    """The same with worker processes (pickled functions, separate zarr handles)."""
+    _distributed_matches_local(tmp_path, processes=True)
 
 
 # --------------------------------------------------------------------------------------
