@@ -89,7 +89,13 @@ def load_sample(path: Path, modality: str) -> Any:
     if hasattr(data, "compute"):
         data = data.compute()
     if modality == "light-curve" and isinstance(data, dict) and "flux" in data:
-        return {k: np.asarray(v) for k, v in data.items() if k in ("flux", "time")}
+        flux = np.array(data["flux"], dtype=np.float64)
+        if "good" in data:  # quality-flagged cadences become gaps, not data
+            flux[~np.asarray(data["good"], dtype=bool)] = np.nan
+        out = {"flux": flux}
+        if "time" in data:
+            out["time"] = np.asarray(data["time"], dtype=np.float64)
+        return out
     return data
 
 

@@ -115,3 +115,19 @@ def test_load_sample_npz_light_curve(tmp_path: Path) -> None:
     assert sorted(d) == ["flux", "time"]
     np.save(tmp_path / "a.npy", np.zeros((2, 3)))
     assert cli_kit.load_sample(tmp_path / "a.npy", "tabular").shape == (2, 3)
+
+
+@pytest.mark.real_data
+def test_load_sample_fits_light_curve_masks_flagged_cadences(shared_data: Path) -> None:
+    path = (
+        shared_data
+        / "tess-wasp126-s01"
+        / "hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"
+    )
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    d = cli_kit.load_sample(path, "light-curve")
+    assert sorted(d) == ["flux", "time"]
+    assert d["flux"].shape == (20076,) and d["time"].shape == (20076,)
+    frac = float(np.isnan(d["flux"]).mean())
+    assert 0.01 < frac < 0.2  # quality-flagged cadences and gaps
