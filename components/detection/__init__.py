@@ -6,5 +6,6 @@ residual detectors (autoencoders).
 """
 
 from components.detection.spots import SpotDetector
+from components.detection.transits import Detrend, TransitSearch
 
-__all__: list[str] = ["SpotDetector"]
+__all__: list[str] = ["Detrend", "SpotDetector", "TransitSearch"]
