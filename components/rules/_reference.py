@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 
-def integrate(f, x0: np.ndarray, t: np.ndarray, substeps: int = 8) -> np.ndarray:
+def integrate(f, x0: np.ndarray, t: np.ndarray, substeps: int = 2) -> np.ndarray:
     """Classical RK4 on the grid ``t`` with ``substeps`` internal steps per interval."""
     x = np.asarray(x0, dtype=np.float64)
     out = np.empty((len(t), x.size))

@@ -297,7 +297,7 @@ class Expression:
         """The law with its constants substituted (full-precision sympy Floats)."""
         if not self.constants:
             return self.template
-        subs = {sp.Symbol(k, real=True): sp.Float(v, 17) for k, v in self.constants.items()}
+        subs = {sp.Symbol(k, real=True): sp.Float(v) for k, v in self.constants.items()}
         return self.template.xreplace(subs)
 
     @property

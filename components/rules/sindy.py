@@ -532,6 +532,9 @@ def fit_sindy(
     -------
     SINDyResult
 
+    Computations run in float64 whatever the input dtype; the result's tensors have
+    the input's dtype.
+
     Raises
     ------
     ValueError
@@ -566,6 +569,8 @@ def fit_sindy(
     check_positive(ridge, "ridge", strict=False)
     tt, xt = _as_trajectories(t, X)
     check_finite(xt, "X")
+    out_dtype = xt.dtype
+    xt = xt.to(torch.float64)  # the normal equations need double precision
     r, n, m = xt.shape
     names = [str(v) for v in names]
     if len(names) != m:
@@ -653,10 +658,10 @@ def fit_sindy(
     coef = xi / scale
     exprs = _expressions(coef, mask, lib, names)
     return SINDyResult(
-        coefficients=coef,
-        inclusion=incl,
-        threshold=thr,
-        score=score,
+        coefficients=coef.to(out_dtype),
+        inclusion=incl.to(out_dtype),
+        threshold=thr.to(out_dtype),
+        score=score.to(out_dtype),
         terms=tuple(lib.terms),
         expressions=exprs,
     )

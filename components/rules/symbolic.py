@@ -213,7 +213,7 @@ class _Model:
     def expr(self, values: np.ndarray, exact: Mapping[int, sp.Expr] | None = None) -> sp.Expr:
         exact = exact or {}
         subs = {
-            c: (exact[i] if i in exact else sp.Float(float(values[i]), 17))
+            c: (exact[i] if i in exact else sp.Float(float(values[i])))
             for i, c in enumerate(self.cs)
         }
         return self.template.xreplace(subs)
@@ -379,7 +379,7 @@ def _power_law(X: np.ndarray, y: np.ndarray, syms: Sequence[sp.Symbol]) -> list[
     out = []
     for maxden in (1, 2, 3, 4):
         ex = [Fraction(float(c)).limit_denominator(maxden) for c in coef[:-1]]
-        e = sp.Float(float(sy[0]) * math.exp(coef[-1]), 17)
+        e = sp.Float(float(sy[0]) * math.exp(coef[-1]))
         for s, q in zip(syms, ex):
             e = e * s ** sp.Rational(q.numerator, q.denominator)
         out.append(e)
@@ -405,7 +405,7 @@ def _sparse_poly(
     e = sp.Integer(0)
     for j, term in enumerate(lib.exprs):
         if bool(mask[0, j]):
-            e = e + sp.Float(float(coef[j]), 17) * term
+            e = e + sp.Float(float(coef[j])) * term
     return [e] if e != 0 else []
 
 
@@ -675,12 +675,12 @@ def discover(
     syms = [sp.Symbol(n, real=True) for n in snames]
     cands: list[tuple[sp.Expr, str]] = []
     if Xs.shape[1] == 0:
-        cands.append((sp.Float(float(np.mean(ys)), 17), "constant"))
+        cands.append((sp.Float(float(np.mean(ys))), "constant"))
     else:
         if analytic:
             cands += [(e, "power-law") for e in _power_law(Xs, ys, syms)]
             cands += [(e, "polynomial") for e in _sparse_poly(Xs, ys, snames)]
-            cands.append((sp.Float(float(np.mean(ys)), 17), "constant"))
+            cands.append((sp.Float(float(np.mean(ys))), "constant"))
         remaining = budget_s - (time.perf_counter() - t0)
         search = _BACKEND_FUNCS[backend]
         found = search(
@@ -751,7 +751,16 @@ def _pareto(entries: list[ParetoEntry]) -> list[ParetoEntry]:
     return front
 
 
-def _postprocess(cands: list[tuple[sp.Expr, str]], X: np.ndarray, y: np.ndarray, names: Sequence[str], *, snap: bool, n_snap: int = 6, n_refit: int = 12) -> list[tuple[sp.Expr, float, str]]:
+def _postprocess(
+    cands: list[tuple[sp.Expr, str]],
+    X: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    *,
+    snap: bool,
+    n_snap: int = 6,
+    n_refit: int = 12,
+) -> list[tuple[sp.Expr, float, str]]:
     """Canonicalise every candidate, refit the constants of the ``n_refit`` best by the
     selection criterion in float64 and snap the constants of the ``n_snap`` best
     (refitting and snapping are the expensive steps)."""
@@ -772,7 +781,9 @@ def _postprocess(cands: list[tuple[sp.Expr, str]], X: np.ndarray, y: np.ndarray,
             m = _Model(e, syms)
             loss0 = m.loss(cols, y)
             if math.isfinite(loss0):
-                prelim.append((n * math.log(max(loss0, floor)) + count_nodes(e) * math.log(n), m, src))
+                prelim.append(
+                    (n * math.log(max(loss0, floor)) + count_nodes(e) * math.log(n), m, src)
+                )
         except Exception:
             continue
     prelim.sort(key=lambda f: f[0])
@@ -786,7 +797,9 @@ def _postprocess(cands: list[tuple[sp.Expr, str]], X: np.ndarray, y: np.ndarray,
         if snap and i < n_snap:
             try:
                 e2, mse2 = snap_constants(e, X, y, list(names))
+                # the snapped law replaces the refitted one (its loss is within tolerance)
                 out.append((_canonical(e2), float(mse2), src))
+                continue
             except Exception:  # pragma: no cover - keep the unsnapped model
                 pass
         out.append((e, float(mse), src))
