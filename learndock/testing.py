@@ -219,8 +219,7 @@ def check_declaration(case: ContractCase) -> None:
         from specs.features import featurize
     except ImportError:  # featurizers not available yet
         return
-    feats = featurize(r1, modality=decl.spec.modality, featurizer=decl.featurizer)
-    feats = np.asarray(feats)
+    feats = np.asarray(featurize(r1, modality=decl.spec.modality, featurizer=decl.featurizer))
     assert feats.ndim == 2 and feats.shape[0] >= 1, (
         f"{decl.name}: featurizer gave shape {tuple(feats.shape)}, expected (n >= 1, d)"
     )
@@ -308,7 +307,7 @@ def check_gradient(case: ContractCase, *, seed: int = 0) -> None:
     s = scalar(out)
     leaf_names = [k for k, v in inputs.items() if v.requires_grad]
     leaves = [inputs[k] for k in leaf_names]
-    params = [p for p in module.parameters() if p.requires_grad]
+    params: list[torch.Tensor] = [p for p in module.parameters() if p.requires_grad]
     grads = torch.autograd.grad(s, leaves + params, allow_unused=True)
     names = dict(module.named_parameters())
     inv = {id(p): n for n, p in names.items()}
@@ -426,12 +425,12 @@ def check_hydra_roundtrip(case: ContractCase) -> None:
     assert cfg.get("_target_") == case.cls.name, (
         f"{case.decl.name}: hydra_config()['_target_'] is {cfg.get('_target_')!r}, expected {case.cls.name!r}"
     )
-    m2 = instantiate(OmegaConf.create(cfg))
+    m2 = instantiate(OmegaConf.create(cfg))  # type: ignore[arg-type]
     assert type(m2) is type(m) and m2.config() == m.config(), (
         f"{case.decl.name}: hydra round trip changed the config: expected {m.config()!r}, got {m2.config()!r}"
     )
     yaml_text = OmegaConf.to_yaml(OmegaConf.create(cfg))
-    m3 = instantiate(OmegaConf.create(yaml_text))
+    m3 = instantiate(OmegaConf.create(yaml_text))  # type: ignore[arg-type]
     assert m3.config() == m.config(), (
         f"{case.decl.name}: YAML round trip changed the config: expected {m.config()!r}, got {m3.config()!r}"
     )
