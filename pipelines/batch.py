@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -194,9 +193,21 @@ def _describe_fn(fn: Any) -> dict[str, Any]:
         return desc
     name = getattr(fn, "__qualname__", type(fn).__qualname__)
     desc = {"kind": "function", "name": f"{getattr(fn, '__module__', '?')}.{name}"}
-    with contextlib.suppress(OSError, TypeError):
-        desc["source_sha256"] = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
+    call = type(fn).__call__ if not hasattr(fn, "__code__") and callable(fn) else None
+    code = getattr(fn, "__code__", None) or getattr(call, "__code__", None)
+    if code is not None:  # the function's body, not the lines around it (lambdas)
+        h = hashlib.sha256(_code_digest(code).encode())
+        h.update(repr(getattr(fn, "__defaults__", None)).encode())
+        desc["code_sha256"] = h.hexdigest()
     return desc
+
+
+def _code_digest(code: Any) -> str:
+    """A process-independent digest of a code object (bytecode, constants, names)."""
+    parts = [code.co_code.hex(), repr(code.co_names)]
+    for c in code.co_consts:
+        parts.append(_code_digest(c) if hasattr(c, "co_code") else repr(c))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 class _BlockFunction:
