@@ -580,10 +580,9 @@ def _seeded_source(root: Path) -> Any:
         from specs.registry import Registry
 
         reg = Registry(root)
-        if hasattr(reg, "seed"):
-            reg.seed()
+        reg.seed()
         return RegistrySource(reg)
-    except Exception:
+    except ImportError:
         return DeclarationSource()
 
 

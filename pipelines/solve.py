@@ -138,7 +138,7 @@ METRICS: dict[str, str] = {
 }
 """Goal -> the labelled metric: ``snr`` (dB of signal over residual), ``ap`` (average
 precision of a score map against a binary mask), ``r2`` (coefficient of determination),
-``period`` (1 at the true period, falling linearly to 0 at 2 % relative error)."""
+``period`` (1 at the true period, falling linearly to 0 at 5 % relative error)."""
 
 
 def register_goal(name: str, roles: Sequence[Role], *, metric: str = "r2") -> None:
@@ -392,10 +392,17 @@ class Candidate:
     mmd: float = float("inf")
     rkme: Embedding | None = None
     differentiable: bool = False
+    loader: Callable[[], nn.Module] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def build(self) -> nn.Module:
+        """A fresh module: from the registry (with weights) when it came from there, else
+        through the allow-list from its config."""
         from components.base import instantiate
 
+        if self.loader is not None:
+            return self.loader()
         return instantiate(self.config)
 
 
@@ -451,8 +458,10 @@ class DeclarationSource:
 
 
 class RegistrySource(DeclarationSource):
-    """Candidates from a :class:`specs.registry.Registry` (semantic filter, then MMD),
-    falling back to the declarations when the registry gives nothing for a role."""
+    """Candidates from a :class:`specs.registry.Registry`: its semantic filter, then its
+    MMD ranking to this data (the query RKME is handed over, raw data never is when the
+    featurizer is shared); learnwares are loaded with their weights.  Falls back to the
+    declarations when the registry holds nothing for a role."""
 
     def __init__(self, registry: Any) -> None:
         super().__init__()
@@ -460,45 +469,64 @@ class RegistrySource(DeclarationSource):
 
     def describe(self) -> list[str]:
         try:
-            names = [str(getattr(e, "name", e)) for e in self.registry.list()]
+            names = [
+                f"{r.name} (task={r.spec.get('task')}, modality={r.spec.get('modality')})"
+                for r in self.registry.list()
+            ]
         except Exception:
             names = []
         return names or super().describe()
 
+    def _query(self, query: Embedding, task: Task) -> dict[str, Any]:
+        try:
+            from specs.features import known_featurizers
+            from specs.rkme import RKME
+
+            if query.featurizer in known_featurizers():
+                rk = RKME(
+                    z=torch.from_numpy(query.points),
+                    beta=torch.from_numpy(query.weights / query.weights.sum()),
+                    bandwidth=math.sqrt(1.0 / (2.0 * query.gamma)),
+                    featurizer=query.featurizer,
+                )
+                return {"rkme": rk}
+        except Exception:
+            pass
+        return {"data": task.data if len(task.data) > 1 else task.data[task.primary]}
+
     def search(self, role: Role, task: Task, query: Embedding, k: int) -> list[Candidate]:
         out: list[Candidate] = []
+        q = self._query(query, task)
         for t in role.tasks:
             try:
-                hits = self.registry.search(task=t, modality=task.modality, k=k)
+                hits = self.registry.search(task=t, modality=task.modality, top=k, **q)
             except Exception:
                 hits = []
             for h in hits:
-                entry = getattr(h, "entry", h)
-                spec = getattr(entry, "spec", None)
-                params = dict(getattr(entry, "params", {}) or {})
-                if "_target_" not in params:
-                    comp = getattr(entry, "component", None)
-                    if comp is None:
-                        continue
-                    params = {"_target_": comp, **params}
+                try:
+                    rec = self.registry.get(h.id)
+                except Exception:
+                    continue
                 emb = None
                 with contextlib.suppress(Exception):
-                    emb = Embedding.from_any(getattr(entry, "rkme", None))
+                    emb = Embedding.from_any(self.registry.rkme(h.id))
                 d = (
-                    float(mmd_batch(query, [emb])[0])
-                    if emb is not None
-                    else float(getattr(h, "mmd", getattr(h, "distance", np.inf)))
+                    float(h.mmd)
+                    if h.mmd is not None
+                    else (float(mmd_batch(query, [emb])[0]) if emb is not None else float("inf"))
                 )
-                name = str(getattr(spec, "name", getattr(entry, "name", params["_target_"])))
+                cfg = {"_target_": rec.component, **dict(rec.params)}
+                reg, rid = self.registry, h.id
                 out.append(
                     Candidate(
                         role.name,
-                        name,
-                        params,
+                        rec.name,
+                        cfg,
                         t,
                         d,
                         emb,
-                        bool(getattr(spec, "differentiable", False)),
+                        bool(rec.spec.get("differentiable", False)),
+                        loader=lambda reg=reg, rid=rid: reg.load(rid),
                     )
                 )
         if not out:
@@ -804,7 +832,7 @@ def metric_score(goal: str, out: Any, labels: Any) -> float:
     if kind == "period":
         p0 = float(labels["period"] if isinstance(labels, Mapping) else labels)
         p = _find_period(out)
-        return max(0.0, 1.0 - abs(p - p0) / p0 / 0.02)
+        return max(0.0, 1.0 - abs(p - p0) / p0 / 0.05)
     y, t = _flat_pair(out, labels)
     y, t = y.detach().double(), t.detach().double()
     if kind == "ap":
@@ -1059,7 +1087,7 @@ def solve(
             )
     clock = _Clock(task.budget_s)
     library = library if library is not None else TaskLibrary()
-    source = source if source is not None else _default_source()
+    source = source if source is not None else _default_source(library.root)
     roles = GOALS[task.goal]
     trace: dict[str, Any] = {
         "task": {
@@ -1185,10 +1213,8 @@ def solve(
 
     def prior(combo: tuple[Candidate | None, ...]) -> tuple[float, float]:
         key = tuple(c.learnware for c in combo if c is not None)
-        return (
-            -patterns.get(key, 0),
-            sum(c.mmd if math.isfinite(c.mmd) else 1e3 for c in combo if c is not None),
-        )
+        present = [c.mmd if math.isfinite(c.mmd) else 1e3 for c in combo if c is not None]
+        return (-patterns.get(key, 0), sum(present) / max(len(present), 1))
 
     combos.sort(key=prior)
     combos = combos[:max_combos]
@@ -1380,12 +1406,14 @@ def _cands_from_config(config: Mapping[str, Any]) -> list[list[Candidate]]:
     return out
 
 
-def _default_source() -> CandidateSource:
+def _default_source(root: Any = None) -> CandidateSource:
+    """The registry at ``root`` (default ``LEARNDOCK_REGISTRY``) when it holds learnwares,
+    else the discovered declarations."""
     try:
         from specs.registry import Registry
 
-        reg = Registry()
-        if callable(getattr(reg, "search", None)):
+        reg = Registry(root)
+        if reg.list():
             return RegistrySource(reg)
     except Exception:
         pass

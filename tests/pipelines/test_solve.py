@@ -341,6 +341,9 @@ def test_metrics():
     assert S.metric_score("detect-spots", perfect, mask) == pytest.approx(1.0)
     assert S.metric_score("find-transits", {"period": torch.tensor(3.0)}, {"period": 3.0}) == 1.0
     assert S.metric_score("find-transits", {"period": torch.tensor(3.3)}, {"period": 3.0}) == 0.0
+    assert S.metric_score(
+        "find-transits", {"period": torch.tensor(3.03)}, {"period": 3.0}
+    ) == pytest.approx(0.8)
     t = torch.randn(50, generator=torch.Generator().manual_seed(0))
     assert S.metric_score("discover-law", t, t) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="labels"):
@@ -448,3 +451,24 @@ def test_task_file_is_merged_under_overrides(tmp_path):
     bad.write_text("tsk: {goal: x}\n")
     with pytest.raises(ValueError, match="tsk"):
         compose_solve_config([f"task_file={bad}"])
+
+
+@pytest.mark.slow
+def test_registry_source_composes_from_a_seeded_registry(dock, tmp_path):
+    from specs.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    reg.seed(
+        names=[n for n in cb.discover_learnwares() if n.startswith(("test.offset", "test.gain"))]
+    )
+    src = S.RegistrySource(reg)
+    assert any("test.gain-1.8" in d for d in src.describe())
+    res = S.solve(
+        _toy_task(0, steps=0),
+        library=TaskLibrary(tmp_path),
+        source=src,
+        max_combos=9,
+        modes=("direct",),
+    )
+    assert _stages(res) == [["test.offset-1"], ["test.gain-1.8"]]
+    assert all(t["status"] == "ok" for t in res.trace["tried"])
