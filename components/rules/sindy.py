@@ -107,12 +107,13 @@ class Library:
                 "library: no candidate terms (degree=0, trig=0, no custom terms, no bias)"
             )
         self.exprs = seen
+        self._terms = [str(e) for e in seen]
         idx = {n: i for i, n in enumerate(self.names)}
         self._fns = [_compile(e, idx, {}) for e in seen]
 
     @property
     def terms(self) -> list[str]:
-        return [str(e) for e in self.exprs]
+        return list(self._terms)
 
     def __len__(self) -> int:
         return len(self.exprs)
@@ -278,15 +279,11 @@ def _masked_solve(
 ) -> torch.Tensor:
     """Ridge LS restricted to ``mask`` for every equation.  ata (..., p, p), atb (..., p, m),
     mask (..., m, p) -> xi (..., m, p)."""
-    p = ata.shape[-1]
     mf = mask.to(ata.dtype)
-    eye = torch.eye(p, dtype=ata.dtype, device=ata.device)
-    mat = ata.unsqueeze(-3) * (mf.unsqueeze(-1) * mf.unsqueeze(-2)) + eye * (
-        ridge + (1 - mf)
-    ).unsqueeze(-1)
+    mat = ata.unsqueeze(-3) * (mf.unsqueeze(-1) * mf.unsqueeze(-2))
+    mat.diagonal(dim1=-2, dim2=-1).add_(ridge + 1.0 - mf)
     rhs = atb.transpose(-1, -2) * mf
-    xi = torch.linalg.solve(mat, rhs.unsqueeze(-1)).squeeze(-1)
-    return xi * mf
+    return torch.linalg.solve(mat, rhs.unsqueeze(-1)).squeeze(-1) * mf
 
 
 def stlsq(
@@ -294,7 +291,7 @@ def stlsq(
     atb: torch.Tensor,
     threshold: torch.Tensor,
     *,
-    ridge: float = 1e-8,
+    ridge: float = 1e-10,
     max_iter: int = 25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequentially thresholded least squares on the normal equations, batched.
@@ -347,7 +344,7 @@ def sparse_regression(
     threshold: float | None = None,
     selection: str = "bic",
     folds: int = 5,
-    ridge: float = 1e-8,
+    ridge: float = 1e-10,
     max_iter: int = 25,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -395,7 +392,16 @@ def sparse_regression(
             )
             res = b[te].unsqueeze(0) - torch.einsum("rp,kmp->krm", an[te], xi_f)
             err += (res**2).sum(1)
-        crit = err / rows
+        # floor (numerically exact fits tie) and a 5 % tolerance: among models whose
+        # validation error is within 5 % of the best, the sparsest wins (larger threshold)
+        crit = (err / rows).clamp_min(1e-9 * btb / rows + torch.finfo(an.dtype).tiny)
+        ok = crit <= crit.min(0, keepdim=True).values * 1.05
+        idx = torch.arange(p, device=an.device)[:, None].expand(p, m)
+        best = torch.where(ok, idx, torch.full_like(idx, -1)).amax(0)
+        thr = cands.gather(0, best[None]).squeeze(0)
+        score = crit.gather(0, best[None]).squeeze(0)
+        xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
+        return xi, mask, thr, score
     else:
         xi_c, mask_c = stlsq(ata, atb, cands, ridge=ridge, max_iter=max_iter)  # (p, m, p)
         rss = _rss(ata, atb, btb, xi_c).clamp_min(1e-9 * btb + torch.finfo(an.dtype).tiny)
@@ -488,7 +494,7 @@ def fit_sindy(
     folds: int = 5,
     ensemble: int = 0,
     inclusion: float = 0.5,
-    ridge: float = 1e-8,
+    ridge: float = 1e-10,
     max_iter: int = 25,
     seed: int = 0,
 ) -> SINDyResult:
@@ -655,6 +661,14 @@ def fit_sindy(
         # bragging: the median bagged coefficient must itself pass the threshold
         mask = (incl >= inclusion) & (xi_b.median(0).values.abs() >= thr_b[:, None])
         xi = _masked_solve(ata, atb, mask, ridge)
+    # final debiased refit on the support without ridge (falls back to the ridge solution
+    # when the kept columns are exactly collinear)
+    try:
+        xi0 = _masked_solve(ata, atb, mask, 0.0)
+        if bool(torch.isfinite(xi0).all()):
+            xi = xi0
+    except RuntimeError:  # torch.linalg.LinAlgError: singular support
+        pass
     coef = xi / scale
     exprs = _expressions(coef, mask, lib, names)
     return SINDyResult(
@@ -677,14 +691,14 @@ def _expressions(
         template = sp.Integer(0)
         consts: dict[str, float] = {}
         kept = []
-        for j, term in enumerate(lib.exprs):
+        for j, (term, tname) in enumerate(zip(lib.exprs, lib.terms)):
             if mk[i][j]:
                 cname = f"c{len(consts)}"
                 while cname in names:
                     cname = "_" + cname
                 consts[cname] = c[i][j]
                 template = template + sp.Symbol(cname, real=True) * term
-                kept.append(str(term))
+                kept.append(tname)
         out.append(Expression(template, names, consts, output=f"d{name}/dt", terms=kept))
     return out
 
