@@ -452,3 +452,14 @@ def test_slurm_batch_matches_local(slurm_cluster, tmp_path):
     got = open_dataset(res.output).data.compute()
     np.testing.assert_array_equal(got, smooth(x))
     assert res.provenance["config"]["scheduler"] == "slurm"
+
+
+def test_pipeline_of_components(stack, tmp_path):
+    pipeline_mod = pytest.importorskip("pipelines.pipeline")
+    x, path = stack
+    pipe = pipeline_mod.Pipeline({"a": _BoxFilter(scale=1.0), "b": _BoxFilter(scale=0.5)})
+    res = pipe.run_batch(path, tmp_path / "out", halo=(0, 4, 4), progress=False)
+    with torch.no_grad():
+        want = pipe(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(open_dataset(res.output).data.compute(), want, rtol=1e-6, atol=1e-4)
+    assert res.provenance["config"]["fn"]["kind"] == "module"
