@@ -250,7 +250,10 @@ class Task:
         return primary_name(self.data)
 
     def n_items(self) -> int:
-        return int(self.data[self.primary].shape[0]) if self.items else 1
+        """Number of independent items (1 unless ``items`` and the primary input has a
+        leading item axis, i.e. at least 2 dimensions)."""
+        x = self.data[self.primary]
+        return int(x.shape[0]) if self.items and x.ndim >= 2 else 1
 
 
 def _as_tensor(v: Any, name: str) -> torch.Tensor:
@@ -992,8 +995,6 @@ class _Clock:
 
 
 def _subsample(task: Task, seed: int) -> tuple[dict[str, torch.Tensor], Any]:
-    if not task.items:
-        return task.data, task.labels
     n = task.n_items()
     if n <= task.quick_items:
         return task.data, task.labels
@@ -1259,7 +1260,7 @@ def solve(
         for mode in modes:
             if mode == "direct" or len(pool) < 2 or done():
                 continue
-            if mode == "select" and (not task.items or any(c.rkme is None for c in pool)):
+            if mode == "select" and (task.n_items() < 2 or any(c.rkme is None for c in pool)):
                 continue
             rec = {"mode": mode, "members": [c.learnware for c in pool]}
             try:

@@ -472,3 +472,66 @@ def test_registry_source_composes_from_a_seeded_registry(dock, tmp_path):
     )
     assert _stages(res) == [["test.offset-1"], ["test.gain-1.8"]]
     assert all(t["status"] == "ok" for t in res.trace["tried"])
+
+
+def test_cli_solve_cosmic_end_to_end(tmp_path, registry_root):
+    import json
+
+    _needs("transit-search", "light-curve")
+    from pipelines.io import write_csv
+    from sample_data import light_curves, transit_model
+
+    data, _ = light_curves(seed=3, size=(1, 6.0), noise_ppm=300.0, kinds=("quiet",))
+    t, f = np.asarray(data["time"]), np.asarray(data["flux"][0])
+    ok = np.isfinite(f)
+    f = f * transit_model(
+        t, period=2.3, epoch=float(t[0]) + 0.7, depth=3e-3, duration=0.1, ingress=0.02
+    )
+    write_csv(tmp_path / "star.csv", t[ok], f[ok])
+    _cli(
+        [
+            "task=find-transits",
+            "data=file",
+            f"data.path={tmp_path / 'star.csv'}",
+            "labels.period=2.3",
+            "task.target=0.9",
+            "solve=quick",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    trace = json.loads((tmp_path / "run" / "solve.json").read_text())
+    assert result["metrics"]["score"] >= 0.9, trace["tried"]
+    assert trace["result"]["stages"][-1][0].startswith("detection.transits")
+
+
+def test_cli_solve_macro_end_to_end(tmp_path, registry_root):
+    import json
+
+    _needs("trajectory-smoothing", "biomechanics")
+    from pipelines.io import write_c3d
+    from sample_data import gait_markers
+
+    pts, truth = gait_markers(seed=2, size=120, noise_mm=4.0, gap_fraction=0.0)
+    write_c3d(tmp_path / "walk.c3d", pts, rate=100.0, labels=truth["labels"])
+    np.save(tmp_path / "clean.npy", np.asarray(truth["clean"], np.float32))
+    _cli(
+        [
+            "task=reconstruct",
+            "task.modality=biomechanics",
+            "task.scale=macro",
+            "data=file",
+            f"data.path={tmp_path / 'walk.c3d'}",
+            f"labels.path={tmp_path / 'clean.npy'}",
+            "solve=quick",
+            "solve.steps=5",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    trace = json.loads((tmp_path / "run" / "solve.json").read_text())
+    noisy_snr = S.metric_score(
+        "reconstruct", torch.from_numpy(pts), torch.from_numpy(np.asarray(truth["clean"]))
+    )
+    assert result["metrics"]["score"] > noisy_snr  # better than the raw markers
+    assert trace["result"]["stages"][-1][0].startswith("feedback.kalman")
