@@ -672,21 +672,16 @@ def _cluster(
         opts = {
             "cores": threads_per_worker,
             "processes": 1,
-            "memory": f"{max(1, (memory_limit or 2 * 10**9) // 10**6)}MB",
+            "memory": f"{max(1, (memory_limit or 2 * 10**9) // 10**6)}MB",  # per job
             "walltime": "01:00:00",
             "python": sys.executable,
             "scheduler_options": {"dashboard_address": None},
-            **dict(cluster_options),
+            **{k: v for k, v in cluster_options.items() if k != "wait_timeout"},
         }
         with SLURMCluster(**opts) as cluster:
             cluster.scale(jobs=n_workers)
             with Client(cluster) as client:
-                client.wait_for_workers(
-                    1,
-                    timeout=float(dict(cluster_options).get("_wait_timeout", 300))
-                    if "_wait_timeout" in cluster_options
-                    else 300,
-                )
+                client.wait_for_workers(1, timeout=float(cluster_options.get("wait_timeout", 600)))
                 yield client
     else:  # an address of a running scheduler
         with Client(scheduler) as client:
@@ -798,10 +793,12 @@ def run_batch(
     threads_per_worker : int
         Threads per distributed/SLURM worker.
     memory_limit : int or str, optional
-        Upper bound on resident memory for the whole run (e.g. ``"2GB"``).  Raises
-        before running when ``n_workers`` blocks in flight would exceed it.
+        Upper bound on resident memory (e.g. ``"2GB"``): of the whole run for
+        ``"local"`` and ``"distributed"`` (split evenly over the workers), of each job
+        for ``"slurm"``.  Raises before running when the blocks in flight would exceed it.
     cluster_options : dict, optional
-        Extra arguments to ``LocalCluster`` / ``SLURMCluster`` (queue, account, ...).
+        Extra arguments to ``LocalCluster`` / ``SLURMCluster`` (queue, account, ...);
+        ``wait_timeout`` (s, default 600) bounds the wait for the first Slurm worker.
     output_key : str, optional
         Which output of a module returning a dict/named tuple to store.
     device : str
@@ -918,9 +915,11 @@ def run_batch(
         )
         out_dtype = np.asarray(block_fn(np.asarray(x[probe_region].compute()))).dtype
     per_task = _estimate_task_bytes(x, depth, out_dtype)
-    in_flight = n_workers * (threads_per_worker if scheduler not in ("local", "synchronous") else 1)
-    if scheduler == "synchronous":
-        in_flight = 1
+    # blocks in flight within the memory budget: the whole run (local, distributed) or one
+    # Slurm job (``memory_limit`` is the memory of each job there)
+    in_flight = {"synchronous": 1, "local": n_workers, "slurm": threads_per_worker}.get(
+        scheduler, n_workers * threads_per_worker
+    )
     if mem is not None and per_task * in_flight > mem:
         raise ValueError(
             f"memory_limit: {in_flight} blocks of {tuple(max(c) for c in x.chunks)} (+halo) in flight need about "
