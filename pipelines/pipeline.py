@@ -893,7 +893,11 @@ class Pipeline(nn.Module):
                 value.backward()
                 return value
 
-            value = closure()
+            try:
+                value = closure()
+            except (ValueError, RuntimeError) as exc:  # parameters left the valid domain
+                stopped = f"invalid: {exc}"[:300]
+                break
             current = float(value.detach())
             if not math.isfinite(current):
                 stopped = "diverged"
@@ -909,19 +913,26 @@ class Pipeline(nn.Module):
                 if since >= patience:
                     stopped = "patience"
                     break
-            if opt_name == "lbfgs":
-                opt.step(closure)
-            else:
-                opt.step()
+            try:
+                if opt_name == "lbfgs":
+                    opt.step(closure)
+                else:
+                    opt.step()
+            except (ValueError, RuntimeError) as exc:
+                stopped = f"invalid: {exc}"[:300]
+                break
         else:
             stopped = "steps"
         # evaluate the final parameters too, then keep the best
         with torch.no_grad():
-            final = (
-                float(loss_fn(self.trace(**inputs, until=until)).detach())
-                if stopped != "diverged"
-                else math.inf
-            )
+            try:
+                final = (
+                    float(loss_fn(self.trace(**inputs, until=until)).detach())
+                    if stopped == "steps" or stopped in ("patience", "budget")
+                    else math.inf
+                )
+            except (ValueError, RuntimeError):
+                final = math.inf
         if final < best:
             best, best_step = final, len(history)
             best_state = copy.deepcopy(self.state_dict())

@@ -285,3 +285,28 @@ def test_float32_preserved_and_device() -> None:
     p = Pipeline({"a": Gain(gain=2.0)}, device="cpu")
     assert p(_movie(dtype=torch.float32)).dtype == torch.float32
     assert p.device.type == "cpu"
+
+
+class Positive(Component):
+    """Raises when its parameter leaves (0, inf), like a temperature."""
+
+    name = "test.positive"
+    differentiable = True
+
+    def __init__(self, *, scale: float = 1.0) -> None:
+        super().__init__(scale=scale)
+        self.s = nn.Parameter(torch.tensor(float(scale), dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(self.s.detach()) <= 0:
+            raise ValueError(f"scale: expected a positive number, got {float(self.s.detach())}")
+        return x * self.s.to(x.dtype)
+
+
+def test_refine_stops_cleanly_when_parameters_leave_their_domain() -> None:
+    p = Pipeline({"a": Positive(scale=1.0)})
+    x = _movie(4)
+    res = p.refine(x, target=-x, steps=100, lr=0.5, patience=100)
+    assert res.stopped.startswith("invalid") and "scale" in res.stopped
+    assert float(p.stages["a"].s.detach()) > 0  # best valid parameters restored
+    p(x)
