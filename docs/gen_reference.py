@@ -2,7 +2,8 @@
 
 * ``reference/cli.md``     from the typer app (``pipelines.cli``), every command and option;
 * ``reference/api/<package>.md``  from the numpydoc docstrings of every public module;
-* ``reference/config.md``  from the Hydra config groups under ``conf/``.
+* ``reference/config.md``  from the Hydra config groups under ``conf/``;
+* ``reference/semantic-spec.md`` (+ ``.schema.json``) from :class:`specs.semantic.SemanticSpec`.
 
 Used by the mkdocs hook (``docs/hooks.py``) at build time, so the pages never go stale;
 run it by hand to look at the Markdown::
@@ -462,6 +463,75 @@ def config_markdown(conf_dir: Path = ROOT / "conf") -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------------
+# semantic spec schema page
+# --------------------------------------------------------------------------------------
+_FIELD_NOTES = {
+    "family": "closed vocabulary: what kind of algorithm",
+    "task": "open vocabulary (see below): what it is for",
+    "modality": "open vocabulary: what data it eats; selects the featurizer of the RKME",
+    "scale": "closed vocabulary",
+    "inputs": "named forward() inputs: axes letters, dtype, units",
+    "outputs": "named outputs (fields of the returned dataclass/dict, or `output`)",
+    "differentiable": "gradients flow from outputs to inputs and parameters",
+    "devices": "where it runs; must include `cpu`",
+    "description": "one or two sentences a user searches",
+    "tags": "free keywords (searchable, filterable)",
+    "authors": "who made it",
+    "license": "SPDX identifier",
+}
+
+
+def semantic_spec_pages() -> dict[str, str]:
+    """``reference/semantic-spec.md`` (fields + JSON Schema) and the schema file itself,
+    generated from the pydantic model :class:`specs.semantic.SemanticSpec`."""
+    import json
+
+    from specs import semantic
+
+    schema = semantic.SemanticSpec.model_json_schema()
+    text = json.dumps(schema, indent=2)
+    lines = [
+        "# Semantic specification",
+        "",
+        "Generated from the pydantic model `specs.semantic.SemanticSpec` when the documentation",
+        f"is built (schema version {semantic.SCHEMA_VERSION}). It is the `spec` block of a",
+        "learnware package's `learnware.yaml`; download the",
+        "[JSON Schema](semantic-spec.schema.json).",
+        "",
+        "| field | type | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in semantic.SemanticSpec.model_fields.items():
+        a = field.annotation
+        ann = (
+            a.__name__
+            if isinstance(a, type)
+            else str(a).replace("typing.", "").replace("specs.semantic.", "")
+        )
+        required = field.is_required()
+        default = "required" if required else f"`{field.get_default(call_default_factory=True)!r}`"
+        desc = _inline(field.description or _FIELD_NOTES.get(name, "")).replace("|", "/")
+        lines.append(f"| `{name}` | `{ann}` | {default} | {desc} |")
+    lines += [
+        "",
+        f"Families: {', '.join(f'`{f}`' for f in semantic.FAMILIES)}. Scales: {', '.join(f'`{x}`' for x in semantic.SCALES)}.",
+        f"Tasks known in this build: {', '.join(f'`{t}`' for t in semantic.known_tasks())}.",
+        f"Modalities: {', '.join(f'`{m}`' for m in semantic.known_modalities())}.",
+        "Tasks and modalities are open: plug-ins add words through the `learndock.vocabulary`",
+        "entry point ([authoring guide](../authoring.md#4-hydra-configuration-and-vocabulary)).",
+        "",
+        "```json",
+        text,
+        "```",
+        "",
+    ]
+    return {
+        "reference/semantic-spec.md": "\n".join(lines),
+        "reference/semantic-spec.schema.json": text + "\n",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -471,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     pages = {
         "reference/cli.md": cli_markdown(),
         "reference/config.md": config_markdown(),
+        **semantic_spec_pages(),
         **api_pages(print),
     }
     for rel, text in pages.items():

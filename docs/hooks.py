@@ -260,6 +260,8 @@ def on_config(config: Any, **kwargs: Any) -> Any:
     if not nav:
         return config
     reference = _nav_section(nav, "Reference")
+    if not _nav_has(nav, "reference/semantic-spec.md"):
+        reference.append({"Semantic specification": "reference/semantic-spec.md"})
     api = _nav_section(reference, "Python API")
     for package, _ in gen.API_PACKAGES:
         target = f"reference/api/{package}.md"
@@ -303,6 +305,9 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
         **gen.api_pages(),
     }
     docs_dir = Path(config["docs_dir"])
+    for rel, text in gen.semantic_spec_pages().items():
+        if not (docs_dir / rel).exists():  # a hand-written page wins
+            pages[rel] = text
     t0 = time.perf_counter()
     try:
         results = run_gallery(docs_dir / "gallery", skip=_state.get("skip_gallery", False))

@@ -127,6 +127,14 @@ def test_reference_pages_cover_the_cli_config_and_api(gen) -> None:
     for cmd in ("learndock new-plugin", "learndock package", "learndock run"):
         assert f"`{cmd}`" in cli
     assert "| `--data` | Path | required |" in cli
+    spec_pages = gen.semantic_spec_pages()
+    assert (
+        "| `family` | `Literal['feedback', 'detection', 'rules']` | required |"
+        in spec_pages["reference/semantic-spec.md"]
+    )
+    import json
+
+    assert json.loads(spec_pages["reference/semantic-spec.schema.json"])["title"] == "SemanticSpec"
     conf = gen.config_markdown()
     assert "## group `detection`" in conf
     warnings: list[str] = []
