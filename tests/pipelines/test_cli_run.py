@@ -23,6 +23,19 @@ def _need(component: str) -> None:
         pytest.skip(f"component {component!r} is not registered yet")
 
 
+def _tiff(tmp_path: Path) -> Path:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    img = rng.normal(100, 3, (64, 64))
+    for y, x in ((16, 20), (40, 45), (50, 12)):
+        img += 60 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+    path = tmp_path / "cells.tif"
+    tifffile.imwrite(path, img.astype(np.float32))
+    return path
+
+
 def _c3d(tmp_path: Path) -> Path:
     from pipelines.io import write_c3d
 
@@ -104,31 +117,31 @@ def test_execute_generic_pipeline_writes_everything(tmp_path: Path) -> None:
 
 
 def test_learndock_run_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _need("feedback.kalman")
+    _need("detection.spots")
     from pipelines import cli
 
-    path = _c3d(tmp_path)
+    path = _tiff(tmp_path)
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "hydra-run"
     cli.main(
-        [
-            "run",
-            "pipeline=gait-smoothing",
-            "data=file",
-            f"data.path={path}",
-            f"hydra.run.dir={run_dir}",
-        ]
+        ["run", "detection=spots", "data=file", f"data.path={path}", f"hydra.run.dir={run_dir}"]
     )
     assert (run_dir / "result.json").exists() and (run_dir / "report.html").exists()
     assert (run_dir / "outputs.zarr").is_dir() and (run_dir / "provenance.json").exists()
     assert Path.cwd() == tmp_path  # no chdir
+    import zarr
+
+    pos = np.asarray(
+        zarr.open_group(str(run_dir / "outputs.zarr"), mode="r")["detection.positions"]
+    )
+    assert sorted(map(tuple, np.round(pos).astype(int).tolist())) == [(16, 20), (40, 45), (50, 12)]
 
 
 @pytest.mark.slow
 def test_multirun_submitit_local_two_jobs(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    _need("feedback.kalman")
-    path = _c3d(tmp_path)
+    _need("detection.spots")
+    path = _tiff(tmp_path)
     sweep = tmp_path / "sweep"
     env = dict(os.environ, OMP_NUM_THREADS="1", LEARNDOCK_THREADS="1")
     proc = subprocess.run(
@@ -139,7 +152,7 @@ def test_multirun_submitit_local_two_jobs(tmp_path: Path) -> None:
             "run",
             "-m",
             "hydra/launcher=submitit_local",
-            "pipeline=gait-smoothing",
+            "detection=spots",
             "data=file",
             f"data.path={path}",
             "seed=0,1",
