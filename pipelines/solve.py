@@ -1232,7 +1232,11 @@ def solve(
         try:
             chain = Chain([(c.role, c.build()) for c in combo if c is not None])
             s = score_of(chain)
-            rec.update(score=s, status="ok")
+            rec.update(
+                score=s, status="ok" if not math.isnan(s) or task.labels is None else "failed"
+            )
+            if rec["status"] == "failed":
+                rec["error"] = "non-finite score (the output holds NaN or inf)"
             scored.append((s, combo))
             offer(chain, [[c] for c in combo if c is not None], "direct", "compose", s)
         except Exception as exc:
@@ -1300,10 +1304,11 @@ def solve(
         tuned, s, used, grads = refine_round(best["chain"], best["cands"], "refine")
         steps_left -= max(used, 1)
         trace["refine"][-1]["accepted"] = offer(tuned, best["cands"], best["mode"], "refine", s)
-        gain = best["score"] - before if math.isfinite(before) else math.inf
+        ran = trace["refine"][-1].get("status") == "ok"
+        gain = (best["score"] - before if math.isfinite(before) else math.inf) if ran else 0.0
         if done() or gain > stall_tol * max(1.0, abs(before) if math.isfinite(before) else 1.0):
             continue
-        if task.target is None and trace["refine"][-1].get("status") != "ok":
+        if task.target is None and not ran:
             break  # nothing to refine and no target to reach: the composition stands
         # stalled below the target: swap the stage that helps least, refine the swapped pipeline
         accepted = False

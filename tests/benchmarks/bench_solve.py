@@ -87,8 +87,8 @@ def macro_task(seed: int, *, noise_mm: float, frames: int) -> tuple[dict[str, np
     from sample_data import gait_markers
 
     pts, truth = gait_markers(seed=seed, size=frames, noise_mm=noise_mm, gap_fraction=0.0)
-    return {"positions": pts.astype(np.float32)}, torch.from_numpy(
-        np.asarray(truth["clean"], np.float32)
+    return {"positions": pts.astype(np.float64)}, torch.from_numpy(
+        np.asarray(truth["clean"], np.float64)
     )
 
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         for inst in sc.instruments:
             if sc.absolute_target is not None:
                 continue
-            t = _task(sc, inst, 10_000, None, budget_s=4 * args.budget, steps=4 * args.steps)
+            t = _task(sc, inst, 10_000, None, budget_s=2 * args.budget, steps=2 * args.steps)
             with tempfile.TemporaryDirectory() as d:
                 r = S.solve(t, library=TaskLibrary(d), remember=False, lr=sc.lr, **common)
             reference[(sc.scale, inst["name"])] = r.pipeline.eval()
