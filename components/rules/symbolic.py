@@ -222,7 +222,7 @@ class _Model:
 def _snap_candidates(v: float) -> list[tuple[sp.Expr, float]]:
     """Exact numbers to try for ``v``: 0 and sign(v)*1 (absorbed by the other constants
     when the model is over-parameterised), then integers, small rationals and rationals
-    times pi^{+-1}, sqrt(2)^{+-1}, sqrt(pi)^{+-1}, sqrt(2 pi)^{+-1} within 1 % of ``v``,
+    times pi^{+-1}, sqrt(2)^{+-1}, sqrt(pi)^{+-1}, sqrt(2 pi)^{+-1} within 0.2 % of ``v``,
     simplest first."""
     out: list[tuple[sp.Expr, float]] = []
     if not math.isfinite(v) or v == 0:
@@ -245,7 +245,7 @@ def _snap_candidates(v: float) -> list[tuple[sp.Expr, float]]:
             fr = Fraction(q).limit_denominator(maxden)
             if fr == 0:
                 continue
-            if abs(float(fr) - q) <= 1e-2 * abs(q):
+            if abs(float(fr) - q) <= 2e-3 * abs(q):
                 e = sp.Rational(fr.numerator, fr.denominator) * fac
                 if all(e != o for o, _ in out):
                     out.append((e, float(e)))
@@ -290,7 +290,7 @@ def snap_constants(
 
     Notes
     -----
-    Candidates are ``p/q * f`` with ``q <= 12`` within 1 % of the value and ``f`` in
+    Candidates are 0, +-1 and ``p/q * f`` with ``q <= 12`` within 0.2 % of the value, ``f`` in
     ``{1, pi, sqrt(2), sqrt(pi), sqrt(2 pi)}`` or their inverses.
 
     Examples
@@ -345,6 +345,8 @@ def snap_constants(
 
 def _canonical(expr: sp.Expr) -> sp.Expr:
     """Cheap deterministic canonical form: expand products of numbers, merge powers."""
+    if count_nodes(expr) > 120:
+        return expr  # large trees: sympy's expand/cancel can take minutes
     try:
         e = sp.expand(
             expr,
@@ -352,11 +354,11 @@ def _canonical(expr: sp.Expr) -> sp.Expr:
             power_base=False,
             power_exp=False,
             log=False,
-            multinomial=count_nodes(expr) < 80,
+            multinomial=count_nodes(expr) < 60,
         )
         e2 = sp.powsimp(e)
         cand = [expr, e, e2]
-        if count_nodes(e2) < 60:
+        if count_nodes(e2) < 40:
             cand.append(sp.factor_terms(sp.cancel(e2)))
         return min(cand, key=count_nodes)
     except Exception:  # pragma: no cover - sympy corner cases keep the input
@@ -386,27 +388,68 @@ def _power_law(X: np.ndarray, y: np.ndarray, syms: Sequence[sp.Symbol]) -> list[
     return out
 
 
-def _sparse_poly(
-    X: np.ndarray, y: np.ndarray, names: Sequence[str], degree: int = 2
-) -> list[sp.Expr]:
-    from components.rules.sindy import Library, sparse_regression
+def _sparse_poly(X: np.ndarray, y: np.ndarray, names: Sequence[str]) -> list[sp.Expr]:
+    """Sparse polynomials (STLSQ path + BIC) fitted to invertible transforms of ``y``.
 
-    if X.shape[1] > 8:
+    For ``g`` in {identity, 1/y, y^2, 1/y^2, sqrt(y), log(y)} (where defined on the
+    data) a sparse polynomial ``p(x)`` of degree 3 (d <= 3) or 2 (d <= 6) is fitted to
+    ``g(y)`` and ``y = g^-1(p(x))`` becomes a candidate -- the polynomial-fit step of
+    AI Feynman (Udrescu & Tegmark 2020), applied to every problem alike."""
+    from components.rules.sindy import Library
+
+    d = X.shape[1]
+    if d > 6:
         return []
-    lib = Library(list(names), degree=degree)
-    xt = torch.as_tensor(X, dtype=torch.float64)
-    a = lib(xt)
+    libs = [(Library(list(names), degree=3 if d <= 3 else 2), X)]
+    if d <= 4 and np.all(X != 0):
+        # rational monomials: degree 2 in (x, 1/x)
+        inv_names = [f"_inv{i}" for i in range(d)]
+        lib_r = Library([*names, *inv_names], degree=2)
+        libs.append((lib_r, np.column_stack([X, 1 / X])))
+    inv_subs = {
+        sp.Symbol(f"_inv{i}", real=True): 1 / sp.Symbol(n, real=True) for i, n in enumerate(names)
+    }
+    out = []
+    for lib, feats in libs:
+        out += _sparse_poly_one(lib, feats, y, inv_subs)
+    return out
+
+
+def _sparse_poly_one(
+    lib: Any, feats: np.ndarray, y: np.ndarray, inv_subs: Mapping[sp.Symbol, sp.Expr]
+) -> list[sp.Expr]:
+    from components.rules.sindy import sparse_regression
+
+    a = lib(torch.as_tensor(feats, dtype=torch.float64))
     if a.shape[0] < a.shape[1] + 2 or not bool(torch.isfinite(a).all()):
         return []
     scale = a.norm(dim=0).clamp_min(1e-300)
-    b = torch.as_tensor(y, dtype=torch.float64)[:, None]
-    xi, mask, _, _ = sparse_regression(a / scale, b, selection="bic")
-    coef = (xi / scale)[0]
-    e = sp.Integer(0)
-    for j, term in enumerate(lib.exprs):
-        if bool(mask[0, j]):
-            e = e + sp.Float(float(coef[j])) * term
-    return [e] if e != 0 else []
+    an = a / scale
+    pos, neg = bool(np.all(y > 0)), bool(np.all(y < 0))
+    sign = 1 if pos else -1
+    transforms: list[tuple[np.ndarray, Any]] = [(y, lambda e: e)]
+    if pos or neg:
+        transforms += [
+            (1 / y, lambda e: 1 / e),
+            (y**2, lambda e: sign * sp.sqrt(e)),
+            (1 / y**2, lambda e: sign / sp.sqrt(e)),
+        ]
+    if pos:
+        transforms += [(np.sqrt(y), lambda e: e**2), (np.log(y), sp.exp)]
+    out = []
+    for g, inv in transforms:
+        if not np.all(np.isfinite(g)):
+            continue
+        b = torch.as_tensor(g, dtype=torch.float64)[:, None]
+        xi, mask, _, _ = sparse_regression(an, b, selection="bic")
+        coef = (xi / scale)[0]
+        e = sp.Integer(0)
+        for j, term in enumerate(lib.exprs):
+            if bool(mask[0, j]):
+                e = e + sp.Float(float(coef[j])) * term
+        if e != 0:
+            out.append(inv(e.xreplace(inv_subs)))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -445,7 +488,7 @@ def _operon(
         reg.fit(X, y)
     tmp = [f"x{i}" for i in range(X.shape[1])]
     out = []
-    for p in list(reg.pareto_front_)[:40]:
+    for p in list(reg.pareto_front_)[:25]:
         s = reg.get_model_string(p["tree"], 17, tmp)
         e = _parse_engine(s, tmp, syms)
         if e is not None:
@@ -596,7 +639,9 @@ def discover(
         Unit of ``y``.
     backend : {"operon", "pysr"}
     budget_s : float
-        Wall-clock budget of the backend search in seconds (post-processing adds a little).
+        Wall-clock budget in seconds: 60 % for the backend search, the rest for
+        refitting and snapping (the best model is always post-processed, so a run may
+        overshoot by the time of one snapping pass).
     max_evaluations : int
         Budget of the backend in model evaluations; the search stops at whichever of
         the two budgets is hit first.
@@ -681,7 +726,8 @@ def discover(
             cands += [(e, "power-law") for e in _power_law(Xs, ys, syms)]
             cands += [(e, "polynomial") for e in _sparse_poly(Xs, ys, snames)]
             cands.append((sp.Float(float(np.mean(ys))), "constant"))
-        remaining = budget_s - (time.perf_counter() - t0)
+        # the search gets 60 % of the wall budget; post-processing has the rest
+        remaining = 0.6 * budget_s - (time.perf_counter() - t0)
         search = _BACKEND_FUNCS[backend]
         found = search(
             Xs,
@@ -696,7 +742,7 @@ def discover(
             population_size=population_size,
         )
         cands += [(e, backend) for e in found]
-    entries = _postprocess(cands, Xs, ys, snames, snap=snap)
+    entries = _postprocess(cands, Xs, ys, snames, snap=snap, deadline=t0 + budget_s)
     # back to the original variables
     out_entries: list[ParetoEntry] = []
     consistent_any: bool | None = None
@@ -760,6 +806,7 @@ def _postprocess(
     snap: bool,
     n_snap: int = 6,
     n_refit: int = 12,
+    deadline: float = math.inf,
 ) -> list[tuple[sp.Expr, float, str]]:
     """Canonicalise every candidate, refit the constants of the ``n_refit`` best by the
     selection criterion in float64 and snap the constants of the ``n_snap`` best
@@ -773,7 +820,6 @@ def _postprocess(
     prelim: list[tuple[float, _Model, str]] = []
     for e, src in cands:
         try:
-            e = _canonical(e)
             key = sp.srepr(e)
             if key in seen:
                 continue
@@ -787,14 +833,27 @@ def _postprocess(
         except Exception:
             continue
     prelim.sort(key=lambda f: f[0])
-    for _, m, src in prelim[:n_refit]:
+    for i, (_, m, src) in enumerate(prelim[:n_refit]):
+        if i >= 2 and time.perf_counter() > deadline:
+            break  # out of budget: the best two are always refitted
         v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
         if math.isfinite(mse):
             fitted.append((m.expr(v), mse, src))
     fitted.sort(key=lambda f: n * math.log(max(f[1], floor)) + count_nodes(f[0]) * math.log(n))
+    # one model per structure (the same law found by several sources differs only in
+    # the last digits of its constants): keep the best-scored one
+    kc = sp.Symbol("_const")
+    structures: set[str] = set()
+    unique = []
+    for f in fitted:
+        key = sp.srepr(f[0].xreplace({c: kc for c in f[0].atoms(sp.Float)}))
+        if key not in structures:
+            structures.add(key)
+            unique.append(f)
+    fitted = unique
     out = []
     for i, (e, mse, src) in enumerate(fitted):
-        if snap and i < n_snap:
+        if snap and (i < 1 or (i < n_snap and time.perf_counter() < deadline)):
             try:
                 e2, mse2 = snap_constants(e, X, y, list(names))
                 # the snapped law replaces the refitted one (its loss is within tolerance)

@@ -304,7 +304,7 @@ def buckingham_pi(names: Sequence[str], units: Mapping[str, Any], output_unit: A
     prefactor = sp.Mul(*[s ** a[i] for i, s in enumerate(syms)])
     groups = []
     for vec in d.nullspace():
-        den = sp.ilcm(*[sp.fraction(v)[1] for v in vec])
+        den = sp.ilcm(1, *[sp.fraction(v)[1] for v in vec])
         vec = vec * den
         g = sp.Integer(1)
         # orient so that the first non-zero exponent is positive

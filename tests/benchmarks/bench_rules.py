@@ -279,6 +279,15 @@ def _r2(expr: sp.Expr | None, row: dict[str, Any], seed: int) -> float:
     return float(1 - np.mean((p - y) ** 2) / np.var(y))
 
 
+def _warm_imports() -> None:
+    """Import the engines once per worker so that import time is not charged to a run."""
+    import gplearn.genetic  # noqa: F401
+    import pyoperon.sklearn  # noqa: F401
+    import scipy.optimize  # noqa: F401
+
+    import components.rules.symbolic  # noqa: F401
+
+
 def feynman_task(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -365,11 +374,12 @@ def bench_feynman(args: argparse.Namespace) -> dict[str, Any]:
     if args.jobs > 1:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(args.jobs, maxtasksperchild=20) as pool:
+        with mp.get_context("fork").Pool(args.jobs, initializer=_warm_imports) as pool:
             for i, r in enumerate(pool.imap_unordered(feynman_task, tasks)):
                 results.append(r)
                 _progress(i, len(tasks), r)
     else:
+        _warm_imports()
         for i, t in enumerate(tasks):
             r = feynman_task(t)
             results.append(r)
