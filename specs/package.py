@@ -237,7 +237,12 @@ def _npz_bytes(arrays: Mapping[str, Any]) -> bytes:
                 f"example: array {k!r} has dtype {a.dtype}; only numeric arrays are allowed (no pickle)"
             )
         clean[str(k)] = a
-    np.savez(buf, **clean)
+    # like np.savez, but deterministic (fixed member timestamps) so that hashes are stable
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for k in sorted(clean):
+            arr_buf = io.BytesIO()
+            np.lib.format.write_array(arr_buf, np.ascontiguousarray(clean[k]), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{k}.npy", date_time=_ZIP_DATE), arr_buf.getvalue())
     return buf.getvalue()
 
 
@@ -353,7 +358,9 @@ def build_package(
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
         module.load_state_dict(tensors, strict=True)
-        files["weights.safetensors"] = save(tensors)
+        from specs.rkme import canonical_safetensors
+
+        files["weights.safetensors"] = canonical_safetensors(save(tensors))
     expected = run_example(module, example)
     files["rkme.safetensors"] = rkme.to_bytes()
     files["example/input.npz"] = _npz_bytes(example)

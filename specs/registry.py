@@ -246,6 +246,11 @@ class SpecIndex:
         self.rff = rff if rff is not None else self.embedder.embed_stack(stack.z, stack.beta)
         self._pos = {k: i for i, k in enumerate(self.ids)}
 
+    @property
+    def bandwidth(self) -> float:
+        """The kernel bandwidth of this feature space in the registry."""
+        return self.embedder.bandwidth
+
     @classmethod
     def from_rkmes(cls, ids: Sequence[str], rkmes: Sequence[RKME], **kw: Any) -> SpecIndex:
         return cls(ids, RKMEStack(rkmes), **kw)
@@ -261,8 +266,14 @@ class SpecIndex:
         subset: Sequence[int] | torch.Tensor | None = None,
         prerank: bool | None = None,
         pool: int | None = None,
+        bandwidth: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Rank (a subset of) the index by MMD to ``q``.
+
+        The kernel bandwidth is the index's (``bandwidth`` overrides it), so that every
+        query of one feature space is measured with the same kernel as the stored
+        embeddings; ``prerank`` (default: when more than ``PRERANK_MIN`` candidates)
+        pre-selects a ``pool`` by RFF distance before the exact MMD.
 
         Returns
         -------
@@ -288,7 +299,7 @@ class SpecIndex:
             if idx.numel() == len(self) and subset is None and not use_rff
             else self.stack.subset(idx)
         )
-        bw = float(q.bandwidth)
+        bw = float(bandwidth or self.bandwidth)
         mmd = batched_mmd(q, st, bandwidth=bw)
         k = min(int(top), mmd.numel())
         vals, order = torch.topk(mmd, k, largest=False, sorted=True)
@@ -814,7 +825,7 @@ class Registry:
                         float(v),
                         info[i]["spec"],
                         f"{sem} kept {len(subset)} in feature space {feat}; MMD {v:.4g} to the query RKME "
-                        f"(bandwidth {qr.bandwidth:.3g}, {how} over {n_exact}); rank {rank}",
+                        f"(bandwidth {index.bandwidth:.3g}, {how} over {n_exact}); rank {rank}",
                     )
                 )
         results.sort(key=lambda r: r.mmd if r.mmd is not None else math.inf)

@@ -45,6 +45,7 @@ __all__ = [
     "RKME",
     "RKMEStack",
     "batched_mmd",
+    "canonical_safetensors",
     "greedy_mixture",
     "median_bandwidth",
     "mixture_weights",
@@ -396,16 +397,14 @@ class RKME:
 
     def to_safetensors(self, path: str | Path) -> Path:
         """Write ``z``, ``beta`` and the metadata (bandwidth, featurizer) as safetensors."""
-        from safetensors.torch import save_file
-
         path = Path(path)
-        save_file(self.to_tensors(), str(path), metadata=self.metadata())
+        path.write_bytes(self.to_bytes())
         return path
 
     def to_bytes(self) -> bytes:
         from safetensors.torch import save
 
-        return save(self.to_tensors(), metadata=self.metadata())
+        return canonical_safetensors(save(self.to_tensors(), metadata=self.metadata()))
 
     @classmethod
     def _from_parts(
@@ -451,6 +450,19 @@ class RKME:
         n = struct.unpack("<Q", blob[:8])[0]
         meta = json.loads(blob[8 : 8 + n]).get("__metadata__", {})
         return cls._from_parts(load(blob), meta, where)
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """Re-serialise a safetensors header with sorted keys, so that equal tensors and
+    metadata always give equal bytes (and equal sha256) across processes."""
+    import json
+    import struct
+
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
 # --------------------------------------------------------------------------------------
