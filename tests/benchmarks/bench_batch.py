@@ -7,6 +7,9 @@ Same work, same data, same chunks, same number of threads, measured in the same 
   ``scipy.ndimage`` kernels;
 - ``dask-image``: ``dask_image.ndfilters.gaussian_filter`` and ``maximum_filter`` on the
   same dask array, written with ``dask.array.to_zarr`` (no resumability);
+- ``learndock-nofsync``: the same with ``durable=False`` (no fsync of shards and
+  markers: exact after a killed process, not after a machine crash), to show what
+  durability costs;
 - optionally (``--torch``) ``learndock-torch``: the same detection written in torch,
   the way a learndock component would be.
 
@@ -86,14 +89,14 @@ def detect_torch(block: np.ndarray) -> np.ndarray:
 def worker(method: str, archive: Path, out: Path, threads: int) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    if method in ("learndock", "learndock-torch"):
+    if method in ("learndock", "learndock-torch", "learndock-nofsync"):
         from pipelines.batch import run_batch
 
         if method == "learndock-torch":
             import torch
 
             torch.set_num_threads(1)
-        fn = detect_numpy if method == "learndock" else detect_torch
+        fn = detect_torch if method == "learndock-torch" else detect_numpy
         res = run_batch(
             fn,
             archive,
@@ -103,6 +106,7 @@ def worker(method: str, archive: Path, out: Path, threads: int) -> dict:
             memory_limit="2GB",
             progress=False,
             dtype=np.uint8,
+            durable=method != "learndock-nofsync",
         )
         extra = {"n_shards": res.n_shards}
     elif method == "dask-image":
@@ -269,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     gen_text = "reused" if gen["reused"] else f"{gen['seconds']:.1f} s"
     print(f"archive generation: {gen_text}")
-    methods = ["learndock", "dask-image"] + (["learndock-torch"] if args.torch else [])
+    methods = ["learndock", "learndock-nofsync", "dask-image"] + (
+        ["learndock-torch"] if args.torch else []
+    )
     runs = {}
     outs = {}
     for method in methods:
