@@ -150,6 +150,11 @@ def test_numpy_and_zarr_inputs_and_dtype(tmp_path):
     res = run_batch(lambda b: b * 2, x, tmp_path / "a", chunks=(20, 25), progress=False)
     assert res.dtype == "<f8"
     np.testing.assert_array_equal(open_dataset(res.output).data.compute(), 2 * x)
+    fast = run_batch(
+        lambda b: b * 2, x, tmp_path / "a2", chunks=(20, 25), progress=False, durable=False
+    )
+    assert fast.provenance["config"]["durable"] is False
+    np.testing.assert_array_equal(open_dataset(fast.output).data.compute(), 2 * x)
     p = write_zarr(
         x.astype(np.float32), tmp_path / "plain.zarr", axes="yx", chunks=(10, 25), shards=(20, 25)
     )
