@@ -587,27 +587,66 @@ def _seeded_source(root: Path) -> Any:
 
 
 def _publish(res: Any, root: Path, task: Any) -> list[str]:
-    """Publish the tuned stages as new learnwares (needs :mod:`specs.registry`)."""
-    try:
-        from specs.registry import Registry
-    except ImportError:
-        return []
+    """Publish the tuned stages as new learnwares in the registry at ``root``.
+
+    Each member of the final pipeline whose learnware is a discovered declaration becomes
+    ``<learnware>.tuned-<task>``: the same component and constructor params, its tuned
+    parameters as weights, the declaration's example, and an RKME of this task's data
+    (raw data is not stored).  Returns the registered ids, or a note per member that
+    could not be published."""
+    import tempfile
+
+    import torch
+
+    from components.base import discover_learnwares
+    from pipelines.solve import EnsembleStage, SelectStage
+    from specs.package import build_package
+    from specs.registry import Registry
+
     reg = Registry(root)
-    publish = getattr(reg, "publish_module", None) or getattr(reg, "submit_module", None)
-    if publish is None:
-        return []
-    names = []
-    for st in res.config["stages"]:
-        for mem in st["members"]:
-            name = f"{mem['learnware']}.tuned-{res.solved.task_id if res.solved else 'x'}".lower()[
-                :200
-            ]
+    decls = discover_learnwares()
+    tag = (res.solved.task_id if res.solved else f"{int(time.time())}")[-8:].lower()
+    data = {k: v.detach().cpu().numpy() for k, v in task.data.items()}
+    ref = data if len(data) > 1 else next(iter(data.values()))
+    out: list[str] = []
+    for st, module in zip(res.config["stages"], res.pipeline.stages):
+        members = (
+            list(module.members) if isinstance(module, EnsembleStage | SelectStage) else [module]
+        )
+        for mem, m in zip(st["members"], members):
+            lw = mem["learnware"]
+            if lw not in decls:
+                out.append(f"{lw}: not published (not a discovered declaration)")
+                continue
+            cls, decl = decls[lw]
+            name = f"{lw}.tuned-{tag}"
+            spec = decl.spec.model_copy(
+                update={
+                    "name": name,
+                    "description": f"{decl.spec.description} Tuned by learndock solve ({task.goal}, {task.description or 'task ' + tag}).",
+                    "tags": (*decl.spec.tags, "tuned"),
+                }
+            )
+            params = {k: v for k, v in mem["config"].items() if not str(k).startswith("_")}
+            weights = {
+                k: v.detach().cpu().clone()
+                for k, v in m.state_dict().items()
+                if isinstance(v, torch.Tensor)
+            }
             try:
-                publish(mem["config"], name=name, reference_data=task.data, state=mem.get("state"))
-                names.append(name)
+                with tempfile.TemporaryDirectory() as d:
+                    pkg = build_package(
+                        cls,
+                        (spec, params),
+                        Path(d) / "pkg",
+                        data=ref,
+                        example=decl.example(),
+                        weights=weights or None,
+                    )
+                    out.append(reg.submit(pkg))
             except Exception as exc:
-                names.append(f"{name} (failed: {type(exc).__name__}: {exc})"[:300])
-    return names
+                out.append(f"{name}: not published ({type(exc).__name__}: {exc})"[:300])
+    return out
 
 
 def _task(cfg: Any) -> None:

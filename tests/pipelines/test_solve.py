@@ -535,3 +535,28 @@ def test_cli_solve_macro_end_to_end(tmp_path, registry_root):
     )
     assert result["metrics"]["score"] > noisy_snr  # better than the raw markers
     assert trace["result"]["stages"][-1][0].startswith("feedback.kalman")
+
+
+@pytest.mark.slow
+def test_publish_tuned_stages_as_learnwares(dock, tmp_path):
+    from pipelines.cli_solve import _publish
+    from specs.registry import Registry
+
+    task = _toy_task(0, steps=100)
+    res = S.solve(
+        task,
+        library=TaskLibrary(tmp_path),
+        max_combos=9,
+        modes=("direct",),
+        lr=0.05,
+        round_steps=50,
+    )
+    ids = _publish(res, tmp_path / "reg", task)
+    assert len(ids) == 2 and not any("not published" in i for i in ids), ids
+    reg = Registry(tmp_path / "reg")
+    names = sorted(reg.get(i).name for i in ids)
+    assert names[0].startswith("test.gain-1.8.tuned-") and names[1].startswith(
+        "test.offset-1.tuned-"
+    )
+    tuned = reg.load(next(i for i in ids if reg.get(i).name.startswith("test.gain")))
+    assert abs(tuned.gain.item() - 2.0) < 0.05  # the tuned weight travels with the learnware
