@@ -61,7 +61,8 @@ def _inline(text: str) -> str:
         r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc|ref):`~?([^`]+)`", r"`\1`", text
     )
     text = re.sub(r"``([^`]+)``", r"`\1`", text)
-    parts = re.split(r"(`[^`]*`)", text)
+    # code spans and RST emphasis (*word*, **word**) pass through; the rest is escaped
+    parts = re.split(r"(`[^`]*`|(?<![\w*])\*{1,2}[^*\s](?:[^*]*[^*\s])?\*{1,2}(?![\w*]))", text)
     for i in range(0, len(parts), 2):
         seg = parts[i].replace("<", "&lt;").replace(">", "&gt;").replace("_", r"\_")
         parts[i] = re.sub(r"\*(?=\S)", r"\*", seg)  # emphasis markers, not "* " bullets
@@ -81,7 +82,7 @@ def _paragraphs(body: str) -> str:
             head = (
                 stripped[len(".. math::") :].strip()
                 if stripped.startswith(".. math::")
-                else stripped[:-1].rstrip()
+                else stripped[:-2].rstrip()
             )
             if head and not stripped.startswith(".. math::"):
                 out.append(_inline(head + ":"))
