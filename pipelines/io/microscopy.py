@@ -416,7 +416,6 @@ def read_tiff(path: str | os.PathLike[str], *, series: int = 0) -> Dataset:
             page = tif.pages.first
             res = page.tags.get("XResolution")
             yres = page.tags.get("YResolution")
-            arr = s.asarray()
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
         raise CorruptFileError(f"{p}: not a readable TIFF ({exc})") from exc
     axes = _tiff_axes(series_axes, len(shape))
@@ -433,7 +432,12 @@ def read_tiff(path: str | os.PathLike[str], *, series: int = 0) -> Dataset:
         for a in "zyx"
         if a in axes and unit
     }
-    data = da.from_array(arr, chunks=tuple(1 if a in "tc" else -1 for a in axes))
+    data = _lazy_tiff(p, series, arr_shape=shape)
+    if data is None:  # not addressable as chunks (e.g. compressed strips): in memory
+        data = da.from_array(
+            tifffile.imread(str(p), series=series),
+            chunks=tuple(1 if a in "tc" else -1 for a in axes),
+        )
     return Dataset(
         data=data,
         axes=axes,
@@ -444,6 +448,20 @@ def read_tiff(path: str | os.PathLike[str], *, series: int = 0) -> Dataset:
         format="tiff",
         provenance={"reader": "pipelines.io.microscopy.read_tiff", "source": file_checksum(p)},
     )
+
+
+def _lazy_tiff(p: Path, series: int, arr_shape: tuple[int, ...]) -> da.Array | None:
+    """The TIFF series as a dask array over tifffile's Zarr view (pages read on demand)."""
+    import tifffile
+
+    try:
+        node: Any = zarr.open(tifffile.imread(str(p), aszarr=True, series=series), mode="r")
+        if isinstance(node, zarr.Group):  # pyramidal TIFF: the full-resolution level
+            node = node[sorted(k for k, _ in node.arrays())[0]]
+        arr = da.from_zarr(node)
+    except Exception:
+        return None
+    return arr if tuple(arr.shape) == tuple(arr_shape) else None
 
 
 def tiff_to_ome_zarr(

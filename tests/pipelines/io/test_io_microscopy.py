@@ -125,6 +125,7 @@ def test_tiff_stack_to_ome_zarr(image, tmp_path):
     )
     ds = open_dataset(tif)
     assert ds.format == "tiff" and ds.axes == "zyx"
+    assert ds.data.numblocks[0] == stack.shape[0]  # lazy: one page per block
     np.testing.assert_array_equal(ds.data.compute(), stack)
     assert ds.scale == pytest.approx({"z": 0.8, "y": 0.2, "x": 0.2})
     assert ds.units["x"] == "micrometer"
