@@ -219,7 +219,18 @@ def gallery_table(results: list[GalleryResult]) -> str:
     """The Markdown table of examples inserted into ``gallery/index.md``."""
     if not results:
         return "*No gallery example yet.*\n"
-    lines = ["| example | family | scale | run time |", "|---|---|---|---|"]
+    lines = [
+        "Coverage (examples per family and scale):",
+        "",
+        "| family | " + " | ".join(SCALES) + " |",
+        "|---" * (len(SCALES) + 1) + "|",
+    ]
+    for fam in FAMILIES:
+        cells = [
+            str(sum(r.family == fam and r.scale == sc for r in results)) or "0" for sc in SCALES
+        ]
+        lines.append(f"| {fam} | " + " | ".join(c if c != "0" else "—" for c in cells) + " |")
+    lines += ["", "| example | family | scale | run time |", "|---|---|---|---|"]
     for r in sorted(
         results, key=lambda r: (r.family, SCALES.index(r.scale) if r.scale in SCALES else 9, r.stem)
     ):
