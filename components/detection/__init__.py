@@ -5,7 +5,8 @@ detrending), low-rank models (robust PCA, CP/Tucker tensor residuals) and neural
 residual detectors (autoencoders).
 """
 
+from components.detection.rpca import RobustPCA
 from components.detection.spots import SpotDetector
 from components.detection.transits import Detrend, TransitSearch
 
-__all__: list[str] = ["Detrend", "SpotDetector", "TransitSearch"]
+__all__: list[str] = ["Detrend", "RobustPCA", "SpotDetector", "TransitSearch"]
