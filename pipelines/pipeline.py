@@ -144,10 +144,18 @@ def _forward_args(module: nn.Module) -> list[inspect.Parameter]:
     ]
 
 
-def _fields(out: Any, primary: str) -> dict[str, Any]:
-    """Named fields of a stage output (tensor -> {primary: tensor})."""
+def _fields(out: Any, primary: str, names: Sequence[str] = ()) -> dict[str, Any]:
+    """Named fields of a stage output (tensor -> {primary: tensor}; a plain tuple takes
+    the declared output names when their number matches)."""
     if isinstance(out, torch.Tensor):
         return {primary: out}
+    if (
+        isinstance(out, tuple | list)
+        and not hasattr(out, "_fields")
+        and names
+        and len(names) == len(out)
+    ):
+        return dict(zip(names, out))
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
     if isinstance(out, tuple) and hasattr(out, "_fields"):
@@ -560,7 +568,7 @@ class Pipeline(nn.Module):
             if info.gradient != "autograd":
                 out = self._cut(out, info, call)
             board[info.name] = out
-            for k, v in _fields(out, info.primary).items():
+            for k, v in _fields(out, info.primary, tuple(info.out_schema)).items():
                 board[f"{info.name}.{k}"] = v
             if info.name == until:
                 break

@@ -242,20 +242,24 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
         else (0, min(300, len(t)))
     )
     sl = slice(lo, hi)
-    ax[0, 0].plot(t[sl], positions[sl, m, 0], ".", ms=3, color="0.5", label="observed")
-    ax[0, 0].plot(t[sl], filled[sl, m, 0], color="#1f5fa8", lw=1.5, label="RTS smoothed")
-    ax[0, 0].fill_between(
-        t[sl],
-        filled[sl, m, 0] - 2 * std[sl, m, 0],
-        filled[sl, m, 0] + 2 * std[sl, m, 0],
-        color="#1f5fa8",
-        alpha=0.2,
-    )
+    ref = filled[:, 0, 0]  # relative to the pivot: the walking trend would hide the gap
+    rel = filled[sl, m, 0] - ref[sl]
+    ax[0, 0].plot(t[sl], positions[sl, m, 0] - ref[sl], ".", ms=3, color="0.5", label="observed")
+    ax[0, 0].plot(t[sl], rel, color="#1f5fa8", lw=1.5, label="RTS smoothed")
+    band = 2 * std[sl, m, 0]
+    ax[0, 0].fill_between(t[sl], rel - band, rel + band, color="#1f5fa8", alpha=0.25, label="±2σ")
     if truth is not None:
         ax[0, 0].plot(
-            t[sl], truth["positions"][sl, m, 0], "--", color="#c4572a", lw=1, label="truth"
+            t[sl],
+            truth["positions"][sl, m, 0] - ref[sl],
+            "--",
+            color="#c4572a",
+            lw=1,
+            label="truth",
         )
-    ax[0, 0].set_title("gap filling (distal marker, x)")
+    ax[0, 0].set_xlabel("time [s]")
+    ax[0, 0].set_ylabel("x - x_hip [mm]")
+    ax[0, 0].set_title("gap filling (distal marker; occluded samples have no dots)")
     ax[0, 0].legend(fontsize=8)
     ax[0, 1].plot(t, angles[:, 0], lw=1, label="estimated")
     if truth is not None:

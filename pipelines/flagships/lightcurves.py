@@ -449,7 +449,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             c = cands[i]
             ax[r, 0].plot(c["periods"], c["power"], lw=0.6, color="#1f5fa8")
             ax[r, 0].axvline(c["period"], color="#c4572a", lw=0.8, ls="--")
-            ax[r, 0].set_xscale("log")
+            ax[r, 0].set_xlabel("period [d]")
             ax[r, 0].set_title(
                 f"star {i}: BLS periodogram (P = {c['period']:.5f} d, SDE {c['sde']:.1f})",
                 fontsize=9,

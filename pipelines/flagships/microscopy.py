@@ -219,7 +219,7 @@ def _flash_events(
 def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome:
     """Run the microscopy flagship on ``data`` and score it against ``data.truth``."""
     from components.base import instantiate
-    from pipelines.pipeline import Pipeline
+    from pipelines.pipeline import Pipeline, _declared_schemas
     from pipelines.report import Section, figure_png, new_figure
 
     opts = dict((cfg.get("pipeline") or {}).get("options") or {})
@@ -243,13 +243,22 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     stages["background"] = instantiate(bg_cfg) if bg_cfg is not None else TemporalMedianBackground()
     if bg_cfg is None:
         notes.append("detection.rpca not installed: background = temporal median")
+    _, bg_outs = _declared_schemas(stages["background"])
+    fg = next((k for k in ("sparse", "foreground", "events", "residual") if k in bg_outs), None)
+    if fg is None:
+        notes.append(
+            f"{type(stages['background']).__name__} declares no sparse/foreground output: "
+            "background = temporal median"
+        )
+        stages["background"] = TemporalMedianBackground()
+        fg = "sparse"
     spot_cfg = stage_config(cfg, "spots")
     if spot_cfg is None:
         raise ValueError(
             "microscopy-transients: the 'spots' stage (detection.spots) is not available"
         )
     stages["spots"] = FrameWise(instantiate(spot_cfg))
-    wiring = {"spots": {"movie": "background.sparse"}}
+    wiring = {"spots": {"movie": f"background.{fg}"}}
     pipe = Pipeline(
         stages,
         inputs={"movie": {"axes": "tyx"}},
@@ -263,8 +272,10 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     refine = refine_pipeline(pipe, {"movie": movie[:n_ref]}, cfg)
     with torch.no_grad():
         board = pipe.trace(movie=movie)
-        sep = board["background"]
-        sparse = sep.sparse if hasattr(sep, "sparse") else sep[1]
+        sparse = board[f"background.{fg}"]
+        low_rank = board.get("background.low_rank")
+        if not isinstance(low_rank, torch.Tensor):
+            low_rank = movie - sparse
         spots: FrameSpots = board["spots"]
         flash_det = FrameWise(
             instantiate(
@@ -372,7 +383,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     ax[0, 0].imshow(movie_np[mid], cmap="gray")
     ax[0, 0].set_title(f"raw frame {mid}")
     ax[0, 1].imshow(
-        sep.low_rank[mid].detach().cpu().numpy() if hasattr(sep, "low_rank") else movie_np[mid],
+        low_rank[mid].detach().cpu().numpy(),
         cmap="gray",
     )
     ax[0, 1].set_title("background (low rank)")
