@@ -411,8 +411,8 @@ def sparse_regression(
     best = crit.argmin(0)  # (m,)
     thr = cands.gather(0, best[None]).squeeze(0)
     score = crit.gather(0, best[None]).squeeze(0)
-    xi, mask = stlsq(ata, atb, thr, ridge=ridge, max_iter=max_iter)
-    return xi, mask, thr, score
+    eq = torch.arange(m, device=an.device)
+    return xi_c[best, eq], mask_c[best, eq], thr, score
 
 
 # --------------------------------------------------------------------------------------
