@@ -10,12 +10,51 @@ import torch
 
 from components.base import discover_components
 
-__all__ = ["available", "match_points", "refine_pipeline", "stage_config"]
+__all__ = ["available", "build", "match_points", "refine_pipeline", "stage_config"]
+
+
+# Built-in components the flagships can construct directly (trusted code of this package)
+# while their family has not registered them under the entry points yet.
+_BUILTIN_FALLBACK = {
+    "feedback.kalman": ("components.feedback.kalman", "KalmanSmoother"),
+    "feedback.deconvolution": ("components.feedback.deconvolution", "Deconvolution"),
+    "detection.spots": ("components.detection.spots", "SpotDetector"),
+    "detection.rpca": ("components.detection.rpca", "RobustPCA"),
+    "detection.transits": ("components.detection.transits", "TransitSearch"),
+    "rules.sindy": ("components.rules.sindy", "SINDy"),
+    "rules.symbolic": ("components.rules.symbolic", "SymbolicRegression"),
+}
+
+
+def _fallback_class(component: str) -> Any:
+    import importlib
+
+    mod_cls = _BUILTIN_FALLBACK.get(component)
+    if mod_cls is None:
+        return None
+    try:
+        return getattr(importlib.import_module(mod_cls[0]), mod_cls[1], None)
+    except ImportError:
+        return None
 
 
 def available(component: str) -> bool:
-    """Whether a component name is registered (the families land independently)."""
-    return component in discover_components()
+    """Whether a component is registered, or is a built-in importable directly."""
+    return component in discover_components() or _fallback_class(component) is not None
+
+
+def build(node: Mapping[str, Any]) -> Any:
+    """Instantiate a stage config through the allow-list; a built-in component that its
+    family has not registered yet is constructed directly from its module."""
+    from components.base import ComponentNotFoundError, instantiate
+
+    try:
+        return instantiate(node)
+    except ComponentNotFoundError:
+        cls = _fallback_class(str(node.get("_target_")))
+        if cls is None:
+            raise
+        return cls(**{k: v for k, v in node.items() if not str(k).startswith("_")})
 
 
 def stage_config(cfg: Mapping[str, Any], stage: str, **overrides: Any) -> dict[str, Any] | None:

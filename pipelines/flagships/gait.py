@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pipelines.cli_run import RunData, RunOutcome
-from pipelines.flagships._common import refine_pipeline, stage_config
+from pipelines.flagships._common import build, refine_pipeline, stage_config
 
 __all__ = ["JointAngle", "run", "sample"]
 
@@ -123,7 +123,6 @@ def _law_coefficients(result: Any) -> dict[str, float]:
 
 def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome:
     """Run the gait flagship on ``data`` and score it against ``data.truth``."""
-    from components.base import instantiate
     from pipelines.pipeline import Pipeline
     from pipelines.report import Section, figure_png, new_figure
 
@@ -137,12 +136,12 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     if smooth_cfg is None:
         raise ValueError("gait-dynamics: the 'smooth' stage (feedback.kalman) is not available")
     stages: dict[str, Any] = {
-        "smooth": instantiate(smooth_cfg),
+        "smooth": build(smooth_cfg),
         "angle": JointAngle(pivot=joint[0], distal=joint[-1], rate=rate),
     }
     wiring = {}
     if law_cfg is not None:
-        stages["law"] = instantiate(law_cfg)
+        stages["law"] = build(law_cfg)
         wiring["law"] = {"t": "input.t", "x": "angle"}
     pipe = Pipeline(
         stages,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipelines.cli_run import RunData, RunOutcome
-from pipelines.flagships._common import f1, match_points, refine_pipeline, stage_config
+from pipelines.flagships._common import build, f1, match_points, refine_pipeline, stage_config
 
 __all__ = [
     "FrameSpots",
@@ -218,7 +218,6 @@ def _flash_events(
 
 def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome:
     """Run the microscopy flagship on ``data`` and score it against ``data.truth``."""
-    from components.base import instantiate
     from pipelines.pipeline import Pipeline, _declared_schemas
     from pipelines.report import Section, figure_png, new_figure
 
@@ -234,13 +233,13 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     if opts.get("deconvolve"):
         dc = stage_config(cfg, "deconvolve")
         if dc is not None:
-            stages["deconvolve"] = instantiate(dc)
+            stages["deconvolve"] = build(dc)
         else:
             notes.append(
                 "deconvolution requested but feedback.deconvolution is not installed: skipped"
             )
     bg_cfg = stage_config(cfg, "background")
-    stages["background"] = instantiate(bg_cfg) if bg_cfg is not None else TemporalMedianBackground()
+    stages["background"] = build(bg_cfg) if bg_cfg is not None else TemporalMedianBackground()
     if bg_cfg is None:
         notes.append("detection.rpca not installed: background = temporal median")
     _, bg_outs = _declared_schemas(stages["background"])
@@ -257,7 +256,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
         raise ValueError(
             "microscopy-transients: the 'spots' stage (detection.spots) is not available"
         )
-    stages["spots"] = FrameWise(instantiate(spot_cfg))
+    stages["spots"] = FrameWise(build(spot_cfg))
     wiring = {"spots": {"movie": f"background.{fg}"}}
     pipe = Pipeline(
         stages,
@@ -278,7 +277,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             low_rank = movie - sparse
         spots: FrameSpots = board["spots"]
         flash_det = FrameWise(
-            instantiate(
+            build(
                 {
                     **spot_cfg,
                     "sigma": float(opts.get("flash_sigma", 4.0)),

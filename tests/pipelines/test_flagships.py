@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.base import discover_components
 from pipelines.cli_run import compose_config, execute
 from pipelines.flagships import FLAGSHIPS, load_sample
-from pipelines.flagships._common import f1, match_points
+from pipelines.flagships._common import available, f1, match_points
 from pipelines.flagships.lightcurves import bls_search, segments
 from pipelines.flagships.microscopy import link_tracks, msd_diffusion
 
 
 def _need(*components: str) -> None:
-    missing = [c for c in components if c not in discover_components()]
+    missing = [c for c in components if not available(c)]
     if missing:
         pytest.skip(f"components not registered yet: {missing}")
 
