@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flarelab import FlareDetector, detect_flares, flare_events
+from flarelab import FlareDetector, detect_flares, equivalent_durations, flare_events
 from flarelab.synthetic import flare_light_curves
 
 
@@ -90,3 +90,33 @@ def test_rejects_inf_and_all_nan():
         detect_flares(np.array([1.0, np.inf] * 200))
     with pytest.raises(ValueError, match="only NaN"):
         detect_flares(np.full(400, np.nan))
+
+
+def test_equivalent_duration_of_a_planted_flare():
+    """ED of a Davenport flare = amplitude x FWHM x (integral of the template ~ 1.827)."""
+    from flarelab.synthetic import davenport_flare
+
+    cadence_s = 20.0
+    t = np.arange(6000) * cadence_s
+    amp, fwhm = 0.05, 600.0
+    flux = (
+        1
+        + davenport_flare(t, 30000.0, fwhm, amp)
+        + 1e-4 * np.random.default_rng(0).standard_normal(t.size)
+    )
+    res = detect_flares(torch.as_tensor(flux), window=2001, min_points=3)  # window >> flare
+    events = flare_events(res.score, merge_gap=5)
+    assert len(events) == 1
+    ed = equivalent_durations(res.residual, events, cadence=cadence_s)[0]
+    rise = 1 - 1.941 / 2 - 0.175 / 3 + 2.246 / 4 - 1.125 / 5  # integral of the rise over [-1, 0]
+    decay = 0.6890 / 1.600 + 0.3030 / 0.2783
+    truth = amp * fwhm * (rise + decay)
+    assert abs(ed - truth) / truth < 0.1, (ed, truth)  # the faint end of the tail is below 3 sigma
+
+
+def test_merge_gap_joins_a_split_decay():
+    score = np.array([0, 0.9, 1.0, 0.7, 0.2, 0.6, 0.6, 0, 0, 0, 0, 0.9, 0])
+    assert flare_events(score) == [(1, 2, 4), (5, 5, 7), (11, 11, 12)]
+    assert flare_events(score, merge_gap=1) == [(1, 2, 7), (11, 11, 12)]
+    with pytest.raises(ValueError, match="merge_gap"):
+        flare_events(score, merge_gap=-1)

@@ -4,8 +4,8 @@ learndock discovers the components listed in ``__all__`` through the
 ``learndock.components`` entry point of this package.
 """
 
-from flarelab.events import flare_events
+from flarelab.events import equivalent_durations, flare_events
 from flarelab.flares import FlareDetector, FlareResult, detect_flares
 
-__all__ = ["FlareDetector", "FlareResult", "detect_flares", "flare_events"]
+__all__ = ["FlareDetector", "FlareResult", "detect_flares", "equivalent_durations", "flare_events"]
 __version__ = "1.0.0"
