@@ -313,13 +313,14 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
         try:
             from components.rules.symbolic import discover
 
+            law_cfg = dict(((cfg.get("pipeline") or {}).get("stages") or {}).get("law") or {})
             res = discover(
                 xb[:, None],
                 yb,
                 names=["phi"],
-                budget_s=law_budget,
-                max_evaluations=60_000,
-                seed=0,
+                budget_s=float(law_cfg.get("budget_s", law_budget)),
+                max_evaluations=int(law_cfg.get("max_evaluations", 60_000)),
+                seed=int(law_cfg.get("seed", 0)),
                 threads=1,
             )
             import sympy as sp
