@@ -325,19 +325,34 @@ def completed_shards(output: str | os.PathLike[str]) -> set[tuple[int, ...]]:
 
 
 class _ShardWriter:
-    """Writes one block into its shard, makes it durable, then writes its marker."""
+    """Writes one block into its shard, makes it durable, then writes its marker.
+
+    With ``background=True`` (local scheduler only: the writer object is shared by the
+    threads, never pickled) the fsync and the marker run on a small thread pool, so that
+    the compute threads do not wait on the disk; :meth:`drain` waits for them.  The
+    order per shard is unchanged: data, fsync, then marker.
+    """
 
     def __init__(
-        self, root: str, array: str, chunks: tuple[tuple[int, ...], ...], *, durable: bool = True
+        self,
+        root: str,
+        array: str,
+        chunks: tuple[tuple[int, ...], ...],
+        *,
+        durable: bool = True,
+        background: bool = False,
     ) -> None:
         self.root = root
         self.array = array
         self.durable = durable
+        self.background = background
         self.offsets = [np.concatenate([[0], np.cumsum(c)]).astype(int).tolist() for c in chunks]
         self._z: Any = None
+        self._pool: Any = None
+        self._futures: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_z": None}
+        return {**self.__dict__, "_z": None, "_pool": None, "_futures": [], "background": False}
 
     def _array(self) -> Any:
         if self._z is None:
@@ -355,30 +370,50 @@ class _ShardWriter:
         with contextlib.suppress(FileNotFoundError):
             shard_file.unlink()
         z[region] = block
+        if self.background:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="learndock-fsync")
+            self._futures.append(self._pool.submit(self._commit, shard_file, block_id, region))
+        else:
+            self._commit(shard_file, block_id, region)
+        return np.ones((1,) * block.ndim, dtype=np.int8)
+
+    def _commit(
+        self, shard_file: Path, block_id: tuple[int, ...], region: tuple[slice, ...]
+    ) -> None:
         if self.durable:  # the shard reaches the disk before the marker says it is complete
             _fsync_path(shard_file)
             _fsync_path(shard_file.parent, directory=True)
         done = Path(self.root) / _STATE_DIR / "done"
         name = _marker_name(block_id)
         tmp = done / f".{name}.{os.getpid()}.tmp"
+        record = {
+            "region": [[sl.start, sl.stop] for sl in region],
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         with tmp.open("w") as f:
-            f.write(
-                json.dumps(
-                    {
-                        "region": [[sl.start, sl.stop] for sl in region],
-                        "time": time.time(),
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                    }
-                )
-            )
+            f.write(json.dumps(record))
             if self.durable:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, done / name)
         if self.durable:
             _fsync_path(done, directory=True)
-        return np.ones((1,) * block.ndim, dtype=np.int8)
+
+    def drain(self) -> None:
+        """Wait for the background commits (re-raising their errors)."""
+        futures, self._futures = self._futures, []
+        try:
+            for fut in futures:
+                fut.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
 
 # --------------------------------------------------------------------------------------
@@ -1041,7 +1076,10 @@ def run_batch(
             meta=np.empty((0,) * x.ndim, out_dtype),
             name=f"batch-apply-{token}",
         )
-        writer = _ShardWriter(str(out), "data", x.chunks, durable=durable)
+        local = scheduler in ("local", "synchronous")
+        writer = _ShardWriter(
+            str(out), "data", x.chunks, durable=durable, background=local and durable
+        )
         stored = result.map_blocks(
             writer,
             dtype=np.int8,
@@ -1069,6 +1107,7 @@ def run_batch(
                     progress=progress_bar,
                     state=state,
                 )
+                writer.drain()
             else:
                 with _cluster(
                     scheduler,
@@ -1079,6 +1118,8 @@ def run_batch(
                 ) as client:
                     _run_distributed(graph, keys, client=client, progress=progress_bar, state=state)
         finally:
+            with contextlib.suppress(Exception):  # after a failure: let pending commits end
+                writer.drain()
             progress_bar.close()
             if torch_threads is not None:
                 sys.modules["torch"].set_num_threads(torch_threads)
