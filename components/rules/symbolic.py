@@ -1018,7 +1018,7 @@ class SymbolicRegression(Component):
                 spec=spec,
                 params={
                     "names": ["phase"],
-                    "budget_s": 5.0,
+                    "budget_s": 60.0,  # the evaluation budget stops the search: deterministic
                     "max_evaluations": 3000,
                     "seed": 0,
                     "operators": "add,sub,mul,constant,variable,sin,cos",
