@@ -248,7 +248,7 @@ def test_concurrent_submits(tmp_path: Path, toy_components: dict) -> None:
     paths.append(paths[0])  # the same package twice at once
     root = str(tmp_path / "r")
     Registry(root)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork after torch threads start can deadlock
     q = ctx.Queue()
     procs = [ctx.Process(target=_submit_worker, args=(root, str(p), q)) for p in paths]
     for pr in procs:
