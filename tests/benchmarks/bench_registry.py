@@ -132,7 +132,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "threads": args.threads,
         "torch": torch.__version__,
-        "sizes": {"user": list(user.shape), "n_learnwares": N_LW, "search": sizes + [big]},
+        "sizes": {"user": list(user.shape), "n_learnwares": N_LW, "search": [*sizes, big]},
     }
     # 1. spec generation + recovery
     X = torch.as_tensor(user, dtype=torch.float32)
@@ -159,14 +159,14 @@ def main() -> None:
         "ours_recovered": len(set(top3) & set(SOURCES)) / 3,
     }
     # 2. search
-    Zb, Bb = synthetic_bank(max(sizes + [big]), m_bank, seed=1)
+    Zb, Bb = synthetic_bank(max([*sizes, big]), m_bank, seed=1)
     qz, qb = (
         Zb[7] + 0.05 * torch.randn(m_bank, D, generator=torch.Generator().manual_seed(2)),
         Bb[7],
     )
     qr = RKME(qz, qb, bandwidth=median_bandwidth(Zb[:64].reshape(-1, D)))
     search: dict[str, dict[str, object]] = {}
-    for N in sizes + [big]:
+    for N in [*sizes, big]:
         index = SpecIndex(
             [str(i) for i in range(N)],
             RKMEStack.from_tensors(Zb[:N].clone(), Bb[:N].clone(), featurizer="raw"),
