@@ -1219,6 +1219,21 @@ def solve(
 
     combos.sort(key=prior)
     combos = combos[:max_combos]
+    recalled = (
+        best["chain"] is not None
+        and str(best["origin"]).startswith("recall:")
+        and math.isfinite(best["score"])
+    )
+    if recalled:
+        # a close hit is the initial pipeline: refine it; the other candidates stay in
+        # reserve for swaps (their search is cheap, scoring them is not)
+        trace["events"].append(
+            {
+                "t": round(clock.elapsed(), 4),
+                "event": "composition skipped: refining the recalled pipeline",
+            }
+        )
+        combos = []
     scored: list[tuple[float, tuple[Candidate | None, ...]]] = []
     for combo in combos:
         if done():

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     fields = args.fields or (2 if args.quick else 4)
     source = S.DeclarationSource()  # the dock (its learnware RKMEs are cached: shared by all arms)
-    common = dict(source=source, top_k=3, max_combos=8, round_steps=10, max_swaps=2)
+    common = dict(source=source, top_k=3, max_combos=8, round_steps=5, max_swaps=2)
 
     active, skipped = [], {}
     for sc in scenarios(args.quick):
@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
             row["b_time"] = time.perf_counter() - t0
             row["b_score"], row["b_ttg"] = rb.score, rb.time_to_target
             row["b_origin"] = rb.trace["result"]["origin"]
+            row["b_recall"] = [
+                {k: r.get(k) for k in ("mmd", "close", "rescored")} for r in rb.trace["recall"][:1]
+            ]
             # (c) fixed default pipeline
             tc = _task(sc, inst, seed, target, budget_s=args.budget, steps=args.steps)
             t0 = time.perf_counter()
