@@ -7,6 +7,7 @@ residual detectors (autoencoders).
 
 from components.detection.rpca import RobustPCA
 from components.detection.spots import SpotDetector
+from components.detection.tensor import TensorResiduals
 from components.detection.transits import Detrend, TransitSearch
 
-__all__: list[str] = ["Detrend", "RobustPCA", "SpotDetector", "TransitSearch"]
+__all__: list[str] = ["Detrend", "RobustPCA", "SpotDetector", "TensorResiduals", "TransitSearch"]

@@ -198,8 +198,8 @@ def gait(
 ) -> np.ndarray:
     """Periodic gait-like marker trajectories (t, marker, 3) in metres at 100 Hz.
 
-    Each marker follows a rigid-body-like combination of two gait harmonics (coherent
-    across markers: low rank); ``anomalous`` names a marker that gets an extra
+    Each marker follows a combination of three gait harmonics through the loadings of two
+    segments (coherent across markers: low multilinear rank) plus a common forward walk; ``anomalous`` names a marker that gets an extra
     incoherent tremor (an anomaly the low-rank model cannot explain)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n_frames) / 100.0
@@ -207,7 +207,10 @@ def gait(
     base = np.stack(
         [np.sin(2 * np.pi * f0 * t), np.cos(2 * np.pi * f0 * t), np.sin(4 * np.pi * f0 * t)], axis=1
     )
-    mix = rng.normal(size=(n_markers, 3, 3)) * 0.05
+    # markers ride on two coupled segments: marker loadings are rank 2 (coherent motion)
+    seg = rng.normal(size=(2, 3, 3)) * 0.05
+    load = rng.uniform(0.3, 1.0, size=(n_markers, 2))
+    mix = np.einsum("ms,sck->mck", load, seg)
     offset = rng.normal(size=(n_markers, 3)) * 0.3 + np.array([0.0, 0.0, 1.0])
     x = (
         offset[None]
