@@ -217,7 +217,7 @@ def detrend(
     >>> t = torch.linspace(0, 10, 500, dtype=torch.float64)
     >>> f = 1 + 0.01 * torch.sin(t)
     >>> d = detrend(t, f, window=1.0)
-    >>> float((d - 1).abs().max()) < 1e-3
+    >>> float((d[50:-50] - 1).abs().max()) < 1e-3  # away from the one-sided edge windows
     True
     """
     check_in(method, "method", ("biweight", "median"))
@@ -444,8 +444,11 @@ class TransitCandidate:
     ----------
     period, epoch, duration : Tensor
         Days; ``epoch`` is a mid-transit time in the input time system.
-    depth, depth_err, snr : Tensor
-        Relative depth, its 1-sigma error and ``depth / depth_err``.
+    depth, depth_err : Tensor
+        Relative depth (mean deficit in the central half of the box) and its 1-sigma
+        error.
+    snr : Tensor
+        Detection SNR of the full box (depth / error over the whole duration).
     sde : Tensor
         Signal detection efficiency: (peak - mean) / std of the periodogram.
     n_transits : Tensor
@@ -703,7 +706,14 @@ def transit_search(
     # refine depth with the exact box (not the binned one) and run the vetting checks
     ph = _phase(t, pbest, epoch)
     inbox = ph.abs() < 0.5 * dur[:, None]
-    depth, derr = _box_depth(t, y, w, inbox & valid)
+    d_box, e_box = _box_depth(t, y, w, inbox & valid)
+    # reported depth: the central half of the box (box edges dilute it by ingress/egress
+    # and by the duration-grid rounding); falls back to the full box without samples there
+    core = ph.abs() < 0.25 * dur[:, None]
+    d_core, e_core = _box_depth(t, y, w * ~(inbox & ~core), core & valid)
+    has_core = torch.isfinite(d_core)
+    depth = torch.where(has_core, d_core, d_box)
+    derr = torch.where(has_core, e_core, e_box)
     cycle = torch.floor((t[None] - epoch[:, None]) / pbest[:, None] + 0.5).long()
     odd = (cycle % 2) == 1
     d_odd, e_odd = _box_depth(t, y, w * ~(~odd & inbox), inbox & odd & valid)
@@ -728,7 +738,7 @@ def transit_search(
         duration=sq(dur),
         depth=sq(depth),
         depth_err=sq(derr),
-        snr=sq(depth / derr),
+        snr=sq(d_box / e_box),
         sde=sq(sde),
         n_transits=sq(ntr),
         depth_odd=sq(d_odd),
