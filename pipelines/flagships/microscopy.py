@@ -268,7 +268,16 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     dev = pipe.device
     movie = movie.to(dev)
     n_ref = int(opts.get("refine_frames", 6))
-    refine = refine_pipeline(pipe, {"movie": movie[:n_ref]}, cfg)
+    if opts.get("refine_background", False):
+        refine = refine_pipeline(pipe, {"movie": movie[:n_ref]}, cfg)
+    else:
+        # the background model is fitted, not learned: refine the detector on its output
+        with torch.no_grad():
+            fg_ref = pipe.trace(movie=movie[:n_ref], until="background")[f"background.{fg}"]
+        sub = Pipeline(
+            {"spots": pipe.stages["spots"]}, inputs={"movie": {"axes": "tyx"}}, name="spots"
+        )
+        refine = refine_pipeline(sub, {"movie": fg_ref}, cfg)
     with torch.no_grad():
         board = pipe.trace(movie=movie)
         sparse = board[f"background.{fg}"]
