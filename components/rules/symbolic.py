@@ -392,15 +392,23 @@ def _sparse_poly(X: np.ndarray, y: np.ndarray, names: Sequence[str]) -> list[sp.
     """Sparse polynomials (STLSQ path + BIC) fitted to invertible transforms of ``y``.
 
     For ``g`` in {identity, 1/y, y^2, 1/y^2, sqrt(y), log(y)} (where defined on the
-    data) a sparse polynomial ``p(x)`` of degree 3 (d <= 3) or 2 (d <= 6) is fitted to
-    ``g(y)`` and ``y = g^-1(p(x))`` becomes a candidate -- the polynomial-fit step of
-    AI Feynman (Udrescu & Tegmark 2020), applied to every problem alike."""
+    data) a sparse expansion ``p(x)`` is fitted to ``g(y)`` and ``y = g^-1(p(x))``
+    becomes a candidate -- the polynomial-fit step of AI Feynman (Udrescu & Tegmark
+    2020), applied to every problem alike.  Libraries: polynomials of degree 3
+    (d <= 3) or 2 (d <= 6); for d <= 3 also monomials of degree <= 2 times sin/cos of
+    one variable; for d <= 4 degree-2 polynomials in ``(x, 1/x)``."""
     from components.rules.sindy import Library
 
     d = X.shape[1]
     if d > 6:
         return []
     libs = [(Library(list(names), degree=3 if d <= 3 else 2), X)]
+    if d <= 3:
+        # monomials of degree <= 2 times sin/cos of one variable (e.g. r F sin(theta))
+        monos = [str(e) for e in Library(list(names), degree=2).exprs]
+        trig = [f"{f}({n})" for n in names for f in ("sin", "cos")]
+        custom = [f"({m})*{t}" for m in monos for t in trig]
+        libs.append((Library(list(names), degree=3, custom=custom), X))
     if d <= 4 and np.all(X != 0):
         # rational monomials: degree 2 in (x, 1/x)
         inv_names = [f"_inv{i}" for i in range(d)]
