@@ -162,6 +162,8 @@ class GaussianPSF(nn.Module):
         2 or 3.
     size : int or sequence of int, optional
         Fixed odd support (default from the initial sigma, with room to grow by 50 %).
+    isotropic : bool
+        One width shared by every axis (a single learnable parameter).
 
     Examples
     --------
@@ -170,17 +172,21 @@ class GaussianPSF(nn.Module):
     torch.Size([13, 13])
     """
 
-    def __init__(self, sigma: float | Sequence[float], *, ndim: int = 2, size: int | Sequence[int] | None = None) -> None:
+    def __init__(self, sigma: float | Sequence[float], *, ndim: int = 2, size: int | Sequence[int] | None = None, isotropic: bool = False) -> None:
         super().__init__()
         s = [float(sigma)] * ndim if isinstance(sigma, int | float) else [float(v) for v in sigma]
         if len(s) != ndim or any(v <= 0 for v in s):
             raise ValueError(f"sigma: expected {ndim} positive widths, got {sigma!r}")
-        self.log_sigma = nn.Parameter(torch.tensor(s, dtype=torch.float64).log())
+        if isotropic and len(set(s)) != 1:
+            raise ValueError(f"sigma: expected one width for an isotropic PSF, got {sigma!r}")
+        self.ndim = ndim
+        self.log_sigma = nn.Parameter(torch.tensor(s[:1] if isotropic else s, dtype=torch.float64).log())
         self.size = tuple([2 * math.ceil(6 * v) + 1 for v in s]) if size is None else ((int(size),) * ndim if isinstance(size, int) else tuple(int(v) for v in size))
 
     @property
     def sigma(self) -> torch.Tensor:
-        return self.log_sigma.exp()
+        """Widths per axis, ``(ndim,)``."""
+        return self.log_sigma.exp().expand(self.ndim)
 
     def forward(self) -> torch.Tensor:
         return gaussian_psf(self.sigma, size=self.size)
@@ -666,7 +672,7 @@ def refine_psf(
         psf = psf_model().to(torch.float64)
         loss = y64.new_zeros(())
         for train in (split, ~split):
-            x = richardson_lucy(y64, psf, iterations=iterations, padding=padding, mask=train, accelerate=True)
+            x = richardson_lucy(y64, psf, iterations=iterations, padding=padding, mask=train)
             pred = blur(x, psf, padding=padding) + 1e-9
             held = (~train).to(y64.dtype)
             loss = loss + ((pred - y64 * torch.log(pred)) * held).sum() / held.sum()

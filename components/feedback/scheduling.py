@@ -435,16 +435,14 @@ class Schedule:
     mean, std : Tensor
         ``(g,)`` posterior mean and standard deviation of the light curve on ``grid``.
     next_times : Tensor
-        ``(n,)`` proposed observation times (in the future, inside the constraints).
-    gain : Tensor
-        ``(n,)`` expected information gain of each proposal.
+        ``(n,)`` proposed observation times (in the future, inside the constraints); their
+        expected gains come with :func:`propose_times`.
     """
 
     grid: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
     next_times: torch.Tensor
-    gain: torch.Tensor
 
     def uncertainty(self) -> torch.Tensor:
         return self.std
@@ -493,7 +491,8 @@ def gp_schedule(
     -------
     Schedule
         ``mean`` and ``std`` are differentiable in ``time``, ``flux`` and the
-        hyperparameters; ``next_times`` and ``gain`` are not (discrete choice).
+        hyperparameters; ``next_times`` only through the last time stamp (the choice of
+        the offsets is discrete).
 
     Raises
     ------
@@ -524,7 +523,10 @@ def gp_schedule(
     with torch.no_grad():
         pd = GPParams(**{fl.name: (getattr(params, fl.name).detach().double() if isinstance(getattr(params, fl.name), torch.Tensor) else getattr(params, fl.name)) for fl in dataclasses.fields(params)})
         prop = propose_times(t.detach().double(), f.detach().double(), e.detach().double(), pd, n=n_propose, horizon=horizon, min_separation=min_separation, target=target)
-    return Schedule(grid=grid, mean=m, std=torch.sqrt(var + 1e-12), next_times=prop.coords.to(t.dtype), gain=prop.gain.to(t.dtype))
+    # proposals are offsets from the last observation: they move with it (and carry that
+    # gradient); the choice of offset itself is discrete
+    nxt = now + (prop.coords.to(t.dtype) - now.detach())
+    return Schedule(grid=grid, mean=m, std=torch.sqrt(var + 1e-12), next_times=nxt)
 
 
 class SchedulingPolicy:
@@ -639,7 +641,6 @@ class LightCurveScheduler(Component):
                 "mean": TensorSchema(axes="g", dtype="any"),
                 "std": TensorSchema(axes="g", dtype="any"),
                 "next_times": TensorSchema(axes="n", dtype="float64", units="d", description="proposed observation times"),
-                "gain": TensorSchema(axes="n", dtype="any", description="expected information gain"),
             },
             differentiable=True,
             description="Matérn-5/2 Gaussian-process light curve of a supernova-like transient and a scheduler that proposes the next observation times to pin down the time of peak, within cadence constraints.",
