@@ -241,7 +241,9 @@ def _npz_bytes(arrays: Mapping[str, Any]) -> bytes:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for k in sorted(clean):
             arr_buf = io.BytesIO()
-            np.lib.format.write_array(arr_buf, np.ascontiguousarray(clean[k]), allow_pickle=False)
+            np.lib.format.write_array(
+                arr_buf, np.require(clean[k], requirements="C"), allow_pickle=False
+            )
             zf.writestr(zipfile.ZipInfo(f"{k}.npy", date_time=_ZIP_DATE), arr_buf.getvalue())
     return buf.getvalue()
 

@@ -97,8 +97,8 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
     Examples
     --------
-    >>> project_simplex(torch.tensor([0.5, 0.5, 0.5])).tolist()
-    [0.3333333432674408, 0.3333333432674408, 0.3333333432674408]
+    >>> project_simplex(torch.tensor([0.5, 0.5, 2.0])).tolist()
+    [0.0, 0.0, 1.0]
     """
     shape = v.shape
     v2 = v.reshape(-1, shape[-1])

@@ -213,10 +213,10 @@ def test_interrupted_commit_leaves_nothing(
     def boom(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sr.Registry, "_bump", staticmethod(boom))
-    with pytest.raises(KeyboardInterrupt):
-        reg.submit(p)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(sr.Registry, "_bump", staticmethod(boom))
+        with pytest.raises(KeyboardInterrupt):
+            reg.submit(p)
     assert _state(reg) == ((), ())
     assert reg.submit(p).startswith("lw-")
 
