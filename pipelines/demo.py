@@ -2,9 +2,9 @@
 
 Runs ``experiment=microscopy-transients``, ``experiment=gait-dynamics`` and
 ``experiment=lightcurve-transits`` (generated sample data with exact ground truth),
-prints their scores against the truth and where the reports are, then shows the dock
-at work: a temporary registry seeded with the built-in learnwares, searched with a
-sample of each modality (ranked by MMD between RKMEs).
+prints their scores against the truth and where the reports are; with ``--registry``
+it then shows the dock at work: a temporary registry seeded with the built-in
+learnwares, searched with a sample of each modality (ranked by MMD between RKMEs).
 
 ``make demo`` runs it; a few minutes on 2 CPU cores.
 """
@@ -176,9 +176,11 @@ def register(app: typer.Typer) -> None:
         registry: Annotated[
             bool,
             typer.Option(
-                "--registry/--no-registry", help="also seed and search a temporary registry"
+                "--registry/--no-registry",
+                help="also seed a temporary registry with the built-in learnwares and search it "
+                "with sample data (1-2 min more)",
             ),
-        ] = True,
+        ] = False,
     ) -> None:
         """Run the three flagship pipelines on the bundled sample data and print where the reports are."""
         from rich.console import Console
