@@ -1090,7 +1090,8 @@ def run_batch(
         keys = [(stored.name, *b) for b in todo]
         from dask.optimization import cull
 
-        graph, _ = cull(dict(stored.__dask_graph__()), keys)
+        (optimized,) = dask.optimize(stored)  # blockwise fusion, as dask.compute would do
+        graph, _ = cull(dict(optimized.__dask_graph__()), keys)
         torch_threads = None
         try:
             torch = sys.modules.get("torch")
