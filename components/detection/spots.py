@@ -452,7 +452,7 @@ def detect_spots(
         Template for ``template="psf"`` (same dimensionality as ``image``).
     min_distance : int, optional
         Radius (pixels) of the non-maximum suppression window; default
-        ``max(1, round(min(sigma)))``.
+        ``max(1, round(max(sigma)))``.
     exclude_border : int
         Spots closer than this to the border are dropped.
     method : {"auto", "separable", "fft"}
@@ -556,7 +556,7 @@ def detect_spots(
     temp = temp.to(score)
     probability = torch.sigmoid((score - thr) / temp)
 
-    radius = int(min_distance) if min_distance is not None else max(1, round(min(scales)))
+    radius = int(min_distance) if min_distance is not None else max(1, round(max(scales)))
     with torch.no_grad():
         peaks = _local_max(score.detach(), radius) & (score.detach() > thr.detach())
         if exclude_border > 0:
