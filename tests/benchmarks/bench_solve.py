@@ -6,8 +6,9 @@ truth.  Three arms are run in the same process on the same tasks:
 
 (a) cold start  -- every task solved with an empty task library;
 (b) learndock   -- the task library accumulates along the stream;
-(c) fixed       -- a fixed default pipeline per modality (the first built-in learnware of
-                   each required role, default parameters, no tuning).
+(c) fixed       -- a fixed default pipeline per modality (its default learnware for each
+                   required role -- widefield deconvolution, the gait Kalman smoother,
+                   the Kepler transit search -- as declared, no tuning).
 
 Per task the score and the wall time to reach the goal (the task's target score) are
 reported.  Goal: over the second half of the stream, (b) reaches the goal in at least 3x
@@ -129,6 +130,7 @@ class Scenario:
     margin: float
     lr: float
     absolute_target: float | None = None
+    default: tuple[str, ...] = ()
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -154,6 +156,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             micro_task,
             margin=0.2,
             lr=0.1,
+            default=("feedback.deconvolution.widefield",),
         ),
         Scenario(
             "macro",
@@ -166,6 +169,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             macro_task,
             margin=0.2,
             lr=0.3,
+            default=("feedback.kalman.gait",),
         ),
         Scenario(
             "cosmic",
@@ -179,6 +183,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             margin=0.0,
             lr=0.05,
             absolute_target=0.98,
+            default=("detection.transits.kepler",),
         ),
     ]
 
@@ -224,17 +229,20 @@ def _task(
 
 
 def fixed_pipeline(sc: Scenario) -> S.Chain:
-    """Arm (c): the first built-in learnware (by name) of each required role, as declared."""
+    """Arm (c): the modality's default learnware for each required role (``sc.default``,
+    else the first built-in by name), as declared, untuned."""
     decls = discover_learnwares()
     stages = []
     for role in S.GOALS[sc.goal]:
         if role.optional:
             continue
-        _name, (cls, d) = next(
-            (n, v)
+        fits = [
+            n
             for n, v in decls.items()
             if v[1].spec.task in role.tasks and v[1].spec.modality == sc.modality
-        )
+        ]
+        name = next((n for n in fits if n in sc.default), fits[0])
+        cls, d = decls[name]
         stages.append((role.name, instantiate({"_target_": cls.name, **dict(d.params)})))
     return S.Chain(stages)
 
