@@ -40,7 +40,7 @@ def _c3d(tmp_path: Path) -> Path:
     from pipelines.io import write_c3d
 
     rng = np.random.default_rng(0)
-    t = np.arange(200) / 100.0
+    t = np.arange(120) / 100.0
     pts = np.stack(
         [
             np.stack(
@@ -98,7 +98,7 @@ def test_execute_generic_pipeline_writes_everything(tmp_path: Path) -> None:
             "data=file",
             f"data.path={path}",
             "refine.enabled=true",
-            "refine.steps=3",
+            "refine.steps=2",
         ]
     )
     out = tmp_path / "run"
@@ -110,7 +110,7 @@ def test_execute_generic_pipeline_writes_everything(tmp_path: Path) -> None:
 
     g = zarr.open_group(str(out / "outputs.zarr"), mode="r")
     filled = np.asarray(g["smooth.positions"])
-    assert filled.shape == (200, 3, 3) and np.isfinite(filled).all()
+    assert filled.shape == (120, 3, 3) and np.isfinite(filled).all()
     assert result["refine"]["steps"] >= 1
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["config"]["pipeline"]["name"] == "gait-smoothing" and prov["versions"]["torch"]

@@ -113,3 +113,26 @@ def test_flagship_meets_its_scores(name: str, tmp_path: Path) -> None:
         assert m["period_recovered_0.1pct"] >= 0.85 and m["false_alarm_rate"] == 0.0
     assert res["passed"] is True
     assert json.loads((tmp_path / "result.json").read_text())["passed"] is True
+
+
+def test_demo_command_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--only" in out and "--registry" in out
+
+
+@pytest.mark.slow
+def test_run_demo_quick(tmp_path: Path) -> None:
+    from pipelines.demo import run_demo
+
+    results = run_demo(tmp_path, quick=True)
+    assert set(results) == set(FLAGSHIPS)
+    for name, res in results.items():
+        assert "error" not in res, res.get("error")
+        assert res["passed"] is True, (name, res["metrics"])
+        assert Path(res["report"]).exists()
+    assert (tmp_path / "demo.json").exists()

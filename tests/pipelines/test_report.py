@@ -13,6 +13,12 @@ import pytest
 from pipelines.report import Section, equation_png, figure_png, new_figure, render_report
 
 
+@pytest.fixture(scope="module")
+def report_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report is rendered once for the module (matplotlib figures take a while)."""
+    return _report(tmp_path_factory.mktemp("report"))
+
+
 def _report(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     fig, ax = new_figure(2, 1)
@@ -51,8 +57,8 @@ def _report(tmp_path: Path) -> Path:
     )
 
 
-def test_report_is_self_contained(tmp_path: Path) -> None:
-    html = _report(tmp_path).read_text()
+def test_report_is_self_contained(report_path: Path) -> None:
+    html = report_path.read_text()
     assert "&lt;b&gt;image" in html  # escaped text
     assert html.count("data:image/png;base64,") >= 3  # figure, equation, refinement curve
     assert not re.search(r"(src|href)=\"https?://", html)
@@ -70,8 +76,8 @@ def test_equation_png() -> None:
     shutil.which("chromium") is None,
     reason="Debian chromium is not installed (apt-get install chromium)",
 )
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    path = _report(tmp_path)
+def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) -> None:
+    path = report_path
     png = tmp_path / "shot.png"
     common = [
         "chromium",
