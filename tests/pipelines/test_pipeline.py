@@ -310,3 +310,16 @@ def test_refine_stops_cleanly_when_parameters_leave_their_domain() -> None:
     assert res.stopped.startswith("invalid") and "scale" in res.stopped
     assert float(p.stages["a"].s.detach()) > 0  # best valid parameters restored
     p(x)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_and_refines() -> None:
+    x = _movie(5)
+    cpu = Pipeline({"a": Gain(gain=2.0), "b": Offset(offset=1.0)})
+    gpu = Pipeline({"a": Gain(gain=2.0), "b": Offset(offset=1.0)}, device="cuda")
+    assert gpu.device.type == "cuda"
+    out = gpu(x)  # inputs follow the pipeline's device
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), cpu(x))
+    res = gpu.refine(x.cuda(), target=(3 * x + 0.5).cuda(), steps=100, lr=0.1)
+    assert res.best_loss < 0.1 * res.initial_loss
