@@ -657,14 +657,20 @@ class Registry:
         return rec.id
 
     # -- seed ----------------------------------------------------------------------------
-    def seed(self, *, names: Iterable[str] | None = None) -> list[str]:
+    def seed(self, *, names: Iterable[str] | None = None, strict: bool = True) -> list[str]:
         """Register every discovered built-in/plug-in learnware declaration (idempotent:
-        a name and version already registered is skipped).  Returns the ids."""
+        a name and version already registered is skipped).  Returns the ids.
+
+        A declaration that fails its checks does not stop the others; with ``strict``
+        (default) a :class:`SubmissionError` naming every failed learnware is raised
+        after the rest are registered, otherwise failures are skipped.
+        """
         from components.base import discover_learnwares
         from specs.package import build_package
 
         wanted = set(names) if names is not None else None
-        ids = []
+        ids: list[str] = []
+        failed: list[Problem] = []
         for name, (cls, decl) in discover_learnwares().items():
             if wanted is not None and name not in wanted:
                 continue
@@ -679,8 +685,15 @@ class Registry:
             try:
                 out = build_package(cls, decl, tmp / "pkg")
                 ids.append(self.submit(out))
+            except Exception as exc:
+                failed.append(Problem("seed-failed", name, f"{type(exc).__name__}: {exc}"))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+        if failed and strict:
+            raise SubmissionError(
+                failed,
+                f"{len(failed)} built-in learnware(s) could not be registered ({len(ids)} were)",
+            )
         return ids
 
     # -- search --------------------------------------------------------------------------
