@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.base import Component
 from specs.tasks import Embedding, SolvedTask, TaskLibrary, mmd_batch
 
 __all__ = [
@@ -460,6 +461,13 @@ class DeclarationSource:
         return out[:k]
 
 
+def _registry_loader(registry: Any, lid: str) -> Callable[[], nn.Module]:
+    def load() -> nn.Module:
+        return registry.load(lid)
+
+    return load
+
+
 class RegistrySource(DeclarationSource):
     """Candidates from a :class:`specs.registry.Registry`: its semantic filter, then its
     MMD ranking to this data (the query RKME is handed over, raw data never is when the
@@ -529,7 +537,7 @@ class RegistrySource(DeclarationSource):
                         d,
                         emb,
                         bool(rec.spec.get("differentiable", False)),
-                        loader=lambda reg=reg, rid=rid: reg.load(rid),
+                        loader=_registry_loader(reg, rid),
                     )
                 )
         if not out:
@@ -927,7 +935,7 @@ def _stage_config(
     members = list(module.members) if isinstance(module, EnsembleStage | SelectStage) else [module]
     cfgs = []
     for c, m in zip(cands, members):
-        hc = m.hydra_config() if hasattr(m, "hydra_config") else dict(c.config)
+        hc = m.hydra_config() if isinstance(m, Component) else dict(c.config)
         cfgs.append({"learnware": c.learnware, "config": hc, "state": _state_of(m)})
     d: dict[str, Any] = {"role": role, "mode": mode, "members": cfgs}
     if mode == "select":
@@ -1287,7 +1295,11 @@ def solve(
                 st: nn.Module = (
                     EnsembleStage(members, standardize=METRICS.get(task.goal) == "ap")
                     if mode == "ensemble"
-                    else SelectStage(members, [c.rkme for c in pool], modality=task.modality)
+                    else SelectStage(
+                        members,
+                        [c.rkme for c in pool if c.rkme is not None],
+                        modality=task.modality,
+                    )
                 )  # type: ignore[misc]
                 chain = Chain([*head, (last, st)])
                 s = score_of(chain)
@@ -1334,7 +1346,7 @@ def solve(
             role = best["chain"].roles[i]
             tried_alt.add((role, alt.learnware if alt else "-"))
             tried_alt.update((role, c.learnware) for c in best["cands"][i])
-            rec: dict[str, Any] = {
+            srec: dict[str, Any] = {
                 "stage": role,
                 "from": [c.learnware for c in best["cands"][i]],
                 "to": alt.learnware if alt else None,
@@ -1360,11 +1372,11 @@ def solve(
                     else (chain, s0)
                 )
                 accepted = offer(pick, new_cands, best["mode"], f"swap:{role}", sc)
-                rec.update(score_untuned=s0, score=sc, accepted=accepted)
+                srec.update(score_untuned=s0, score=sc, accepted=accepted)
             except Exception as exc:
-                rec.update(score=None, accepted=False, error=f"{type(exc).__name__}: {exc}"[:500])
-            rec["t"] = round(clock.elapsed(), 4)
-            trace["swaps"].append(rec)
+                srec.update(score=None, accepted=False, error=f"{type(exc).__name__}: {exc}"[:500])
+            srec["t"] = round(clock.elapsed(), 4)
+            trace["swaps"].append(srec)
             if accepted:
                 break
         if not accepted:

@@ -40,6 +40,7 @@ Examples
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -517,7 +518,7 @@ class TaskLibrary:
         scale: str | None = None,
         rkme: Embedding | Any | None = None,
         k: int = 5,
-    ) -> list[Match]:
+    ) -> builtins.list[Match]:
         """The ``k`` remembered tasks closest to a query.
 
         Semantic filter: same ``goal`` and (when given) same ``modality``.  Ranking: tasks
