@@ -55,7 +55,7 @@ bench-peers:
 	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install -q --upgrade pip
 	$(PEERS)/bin/python -m pip install -q "torch==2.13.0" || true
-	$(PEERS)/bin/python -m pip install -q learnware numpy scipy
+	$(PEERS)/bin/python -m pip install -q learnware fast_pytorch_kmeans numpy scipy
 
 docs: install
 	$(BIN)/mkdocs build --strict -d site
