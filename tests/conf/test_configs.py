@@ -9,7 +9,17 @@ import pytest
 from components.base import discover_components, instantiate
 from pipelines.cli_run import CONF_DIR, compose_config
 
-GROUPS = ("data", "pipeline", "feedback", "detection", "rules", "registry", "paths", "experiment")
+GROUPS = (
+    "data",
+    "pipeline",
+    "feedback",
+    "detection",
+    "rules",
+    "registry",
+    "paths",
+    "experiment",
+    "batch",
+)
 CASES = sorted((group, p.stem) for group in GROUPS for p in (CONF_DIR / group).glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
 

@@ -171,3 +171,30 @@ def test_multirun_submitit_local_two_jobs(tmp_path: Path) -> None:
             assert (d / name).exists(), f"{job}/{name}: {proc.stderr[-2000:]}"
         prov = json.loads((d / "provenance.json").read_text())
         assert prov["seed"] == int(job)
+
+
+def test_large_input_delegates_to_batch_runner(tmp_path: Path) -> None:
+    """Above batch_threshold_mb the run goes chunk by chunk through pipelines.batch."""
+    _need("feedback.deconvolution")
+    pytest.importorskip("pipelines.batch")
+    import zarr
+
+    from pipelines.io import write_zarr
+
+    rng = np.random.default_rng(0)
+    movie = rng.normal(100, 3, (16, 64, 64)).astype(np.float32)
+    store = write_zarr(movie, tmp_path / "movie.zarr", axes="tyx")
+    cfg = compose_config(
+        [
+            "feedback=deconvolution",
+            "data=file",
+            f"data.path={store}",
+            "batch_threshold_mb=0.01",
+            "batch=local",
+        ]
+    )
+    out = tmp_path / "run"
+    result = execute(cfg, out)
+    assert "batch" in result["outputs"]["arrays"]
+    assert (out / "report.html").exists() and (out / "outputs.zarr").is_dir()
+    assert len(list(zarr.open_group(str(out / "outputs.zarr"), mode="r").array_keys())) >= 1
