@@ -313,6 +313,8 @@ def snap_constants(
     k = len(model.cs)
     if k == 0:
         return expr, model.loss(cols, y)
+    if k > 12:
+        return expr, model.loss(cols, y)  # too many constants to snap one by one
     values, mse = model.refit(cols, y, list(range(k)), model.values)
     exact: dict[int, sp.Expr] = {}
     order = sorted(range(k), key=lambda i: -abs(values[i]))
@@ -844,7 +846,12 @@ def _postprocess(
     for i, (_, m, src) in enumerate(prelim[:n_refit]):
         if i >= 2 and time.perf_counter() > deadline:
             break  # out of budget: the best two are always refitted
-        v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
+        if src in BACKENDS and len(m.cs) <= 12:
+            # engine constants (operon optimises in float32): refit in float64
+            v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
+        else:
+            # analytic candidates are already float64 least-squares fits
+            v, mse = m.values, m.loss(cols, y)
         if math.isfinite(mse):
             fitted.append((m.expr(v), mse, src))
     fitted.sort(key=lambda f: n * math.log(max(f[1], floor)) + count_nodes(f[0]) * math.log(n))
