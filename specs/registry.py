@@ -807,6 +807,11 @@ class Registry:
         groups: dict[tuple[str, int], list[str]] = {}
         for r, _spec, _s in cands:
             groups.setdefault((r.featurizer, r.d), []).append(r.id)
+        if rkme is None and modality is None and len({f for f, _ in groups}) > 1:
+            raise ValueError(
+                f"modality: the candidates span several feature spaces {sorted({f for f, _ in groups})}; "
+                "give modality= (or a semantic filter) so that the data is featurized the right way"
+            )
         results: list[SearchResult] = []
         ctx["groups"] = []
         for (feat, d), ids in groups.items():
