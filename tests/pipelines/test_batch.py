@@ -197,7 +197,7 @@ import numpy as np
 from scipy import ndimage
 
 def slow_filter(block):
-    time.sleep(0.08)
+    time.sleep(0.04)
     return ndimage.gaussian_filter(block.astype(np.float32), (0, 2, 2), truncate=3.0)
 
 def main(inp, out):
@@ -234,7 +234,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     total = 16 * 2 * 2
     deadline = time.monotonic() + 120
     try:
-        while len(completed_shards(out)) < 16:
+        while len(completed_shards(out)) < 12:
             if proc.poll() is not None:
                 pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
@@ -246,7 +246,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     n_done = len(completed_shards(out))
-    assert 16 <= n_done < total, "the kill must land mid-run"
+    assert 12 <= n_done < total, "the kill must land mid-run"
     job = _load_job(tmp_path)
     try:
         resumed = run_batch(job.slow_filter, inp, out, halo=(0, 6, 6), n_workers=2, progress=False)
