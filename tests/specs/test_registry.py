@@ -320,3 +320,24 @@ def test_seed_every_builtin(tmp_path: Path) -> None:
     for name, (_cls, decl) in decls.items():
         res = reg.search(data=decl.reference_data(1), modality=decl.spec.modality, top=len(decls))
         assert name in {r.name for r in res}
+
+
+def test_search_needs_modality_across_feature_spaces(tmp_path: Path, toy_components: dict) -> None:
+    reg = Registry(tmp_path / "r")
+    reg.submit(build_package("test.scale", toy_declaration("test.tab"), tmp_path / "a", m=4))
+    spec = toy_spec("test.img", modality="microscopy")
+    img = np.random.default_rng(0).normal(size=(64, 64))
+    reg.submit(
+        build_package(
+            "test.scale",
+            (spec, {"factor": 2.0}),
+            tmp_path / "b",
+            data=img,
+            example={"x": np.ones(3, dtype=np.float32)},
+            m=4,
+        )
+    )
+    with pytest.raises(ValueError, match="feature spaces"):
+        reg.search(data=img)
+    res = reg.search(data=np.random.default_rng(1).normal(size=(64, 64)), modality="microscopy")
+    assert [r.name for r in res] == ["test.img"] and "microscopy-tiles/1" in res[0].explanation
