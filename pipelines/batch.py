@@ -483,6 +483,12 @@ def _resolve_input(
     elif isinstance(input, Dataset):
         ds = input
     if ds is not None:
+        if ds.format == "lightcurve-zarr":
+            raise ValueError(
+                f"input: {ds.path} is a ragged light-curve archive (targets back to back); blocks "
+                "would cut across targets.  Process targets with pipelines.io.get_lightcurve, or "
+                "write equal-length curves as a (target, t) Zarr array and batch that"
+            )
         data = ds.data
         if isinstance(data, Mapping):
             if array is None:

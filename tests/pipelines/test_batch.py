@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from components.base import Component
 from pipelines.batch import completed_shards, parse_memory, resolve_halo, run_batch
-from pipelines.io import open_dataset, write_ome_zarr, write_zarr
+from pipelines.io import open_dataset, write_lightcurve_zarr, write_ome_zarr, write_zarr
 
 
 def _gauss(block: np.ndarray) -> np.ndarray:
@@ -178,6 +178,11 @@ def test_errors(stack, tmp_path):
         run_batch(_gauss, 42, tmp_path / "o5")
     with pytest.raises(ValueError, match="non-empty"):
         run_batch(_gauss, np.zeros((0, 3)), tmp_path / "o6")
+    arch = write_lightcurve_zarr(
+        [{"time": np.arange(5.0), "flux": np.ones(5)}], tmp_path / "lc.zarr"
+    )
+    with pytest.raises(ValueError, match="ragged light-curve archive"):
+        run_batch(_gauss, arch, tmp_path / "o7", array="flux")
 
 
 def test_helpers():
