@@ -296,7 +296,7 @@ def bls_power(
     bin_oversample: int = 3,
     objective: str = "snr",
     max_duty: float = 0.25,
-    chunk_elements: int = 1 << 22,
+    chunk_elements: int = 1 << 20,
     bin_elements: int = 1 << 20,
 ) -> _BLSBest:
     r"""Box Least Squares periodogram of one or many light curves on one time grid.
@@ -355,7 +355,7 @@ def bls_power(
     out_dur = torch.zeros_like(out_power)
     per = periods.to(device=dev, dtype=torch.float64)
     nb_all = torch.ceil(per / bin_dt).long()
-    tt = t.to(torch.float64 if dt == torch.float64 else torch.float32)
+    tt = t.to(torch.float32)
     tiny = torch.finfo(dt).tiny
     # batches of periods: bounded by the (period x point) and the (period x bin) work
     bounds = [0]
@@ -369,28 +369,17 @@ def bls_power(
         p = per[s:e]
         nb = nb_all[s:e]
         nbmax = int(nb.max())
-        # phase bin of every (period, point): x = t / P * nb, bin = x mod nb
-        scale = (nb.to(torch.float64) / p).to(tt.dtype)
+        # phase bin of every (period, point): x = t nb / P, bin = x mod nb (float32: the
+        # bin error is below 0.05 bin for baselines up to ten years)
+        scale = (nb.to(torch.float64) / p).to(torch.float32)
         x = tt[None, :] * scale[:, None]
-        cyc = torch.floor(x / nb.to(tt.dtype)[:, None])
-        b = (x - cyc * nb.to(tt.dtype)[:, None]).long().clamp_(0, nbmax - 1)
-        b = torch.minimum(b, (nb - 1)[:, None])
-        flat = (b + torch.arange(e - s, device=dev)[:, None] * nbmax).reshape(-1)
-        size = (e - s) * nbmax
-        sw = torch.stack(
-            [
-                torch.bincount(flat, weights=w[k].repeat(e - s), minlength=size)
-                for k in range(n_star)
-            ]
-        )
-        swy = torch.stack(
-            [
-                torch.bincount(flat, weights=wy[k].repeat(e - s), minlength=size)
-                for k in range(n_star)
-            ]
-        )
-        sw = sw.reshape(n_star, e - s, nbmax).to(dt)
-        swy = swy.reshape(n_star, e - s, nbmax).to(dt)
+        b = torch.remainder(x, nb.to(torch.float32)[:, None]).long()
+        b.clamp_(0, nbmax)  # a rounding to nb lands in an unread padding column
+        sw = y.new_zeros(n_star, e - s, nbmax + 1)
+        swy = y.new_zeros(n_star, e - s, nbmax + 1)
+        for k in range(n_star):
+            sw[k].scatter_add_(1, b, w[k][None].expand(e - s, -1))
+            swy[k].scatter_add_(1, b, wy[k][None].expand(e - s, -1))
         # wrap: extend each period's bins by its own first kmax bins, then cumulative sums.
         # Windows starting at j >= nb repeat windows starting at j - nb (harmless).
         j = torch.arange(nbmax + kmax, device=dev)
