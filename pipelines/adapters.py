@@ -180,7 +180,7 @@ def resample_linear(
     return (a + (b - a) * w).movedim(-1, ax)
 
 
-_STEP_FUNCS = {
+_STEP_FUNCS: dict[str, Any] = {
     "scale": _scale,
     "cast": _cast,
     "permute": _permute,

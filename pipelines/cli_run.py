@@ -295,7 +295,7 @@ def _container(cfg: Any) -> dict[str, Any]:
 
     if isinstance(cfg, DictConfig):
         if "hydra" in cfg:
-            cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     return dict(cfg)
 

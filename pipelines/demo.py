@@ -122,6 +122,7 @@ def registry_search_demo(*, top: int = 3) -> list[dict[str, Any]]:
                     }
                 )
                 continue
+            h: Any
             for r, h in enumerate(hits, 1):
                 rows.append(
                     {

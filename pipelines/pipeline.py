@@ -372,13 +372,13 @@ class Pipeline(nn.Module):
             ins, outs = _declared_schemas(module, opts.get("_learnware_"))
             over = dict(schemas.get(stage_name, {}) or {})
             over_opts = dict(opts.get("_schema_", {}) or {})
-            for key in ("inputs", "outputs"):
+            for part in ("inputs", "outputs"):
                 for k, v in {
-                    **dict(over_opts.get(key, {}) or {}),
-                    **dict(over.get(key, {}) or {}),
+                    **dict(over_opts.get(part, {}) or {}),
+                    **dict(over.get(part, {}) or {}),
                 }.items():
-                    (ins if key == "inputs" else outs)[str(k)] = PortSchema.coerce(
-                        v, f"{stage_name}.{key}.{k}"
+                    (ins if part == "inputs" else outs)[str(k)] = PortSchema.coerce(
+                        v, f"{stage_name}.{part}.{k}"
                     )
             rate = opts.get("_rate_")
             if rate is not None:
@@ -418,7 +418,7 @@ class Pipeline(nn.Module):
                 differentiable=differentiable,
                 primary=primary,
             )
-            explicit = dict(opts.get("_inputs_", {}) or {})
+            explicit: dict[str, str] = dict(opts.get("_inputs_", {}) or {})
             explicit.update(dict(wiring.get(stage_name, {}) or {}))
             for i_arg, p in enumerate(_forward_args(module)):
                 key = self._resolve_source(p, explicit, prev, available, stage_name, i_arg == 0)
@@ -550,7 +550,7 @@ class Pipeline(nn.Module):
                 out[k] = v
         return out
 
-    def trace(self, *args: Any, until: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    def trace(self, *args: Any, until: Any = None, **kwargs: Any) -> dict[str, Any]:
         """Run the stages and return the whole blackboard (inputs and all stage outputs).
 
         Keys: ``"input.<name>"``, ``"<stage>"`` and ``"<stage>.<field>"``.  With
@@ -589,7 +589,7 @@ class Pipeline(nn.Module):
                     },
                 )
             if isinstance(out, Mapping):
-                return type(out)({k: det(v) for k, v in out.items()})
+                return type(out)({k: det(v) for k, v in out.items()})  # type: ignore[call-arg]
             return out
         # straight-through: gradient of the identity w.r.t. the first input
         x = next(iter(call.values()))
@@ -605,7 +605,7 @@ class Pipeline(nn.Module):
         if dataclasses.is_dataclass(out) and not isinstance(out, type):
             return dataclasses.replace(out, **{info.primary: st})
         if isinstance(out, Mapping):
-            return type(out)({**out, info.primary: st})
+            return type(out)({**out, info.primary: st})  # type: ignore[call-arg]
         return st
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -664,7 +664,7 @@ class Pipeline(nn.Module):
             if info.kind == "adapter":
                 continue
             mod = self.stages[info.name]
-            cfg = (
+            cfg: dict[str, Any] = (
                 dict(mod.hydra_config())
                 if isinstance(mod, Component)
                 else {"_target_": type(mod).__qualname__}
@@ -923,7 +923,7 @@ class Pipeline(nn.Module):
                     break
             try:
                 if opt_name == "lbfgs":
-                    opt.step(closure)
+                    opt.step(closure)  # type: ignore[arg-type]
                 else:
                     opt.step()
             except (ValueError, RuntimeError) as exc:

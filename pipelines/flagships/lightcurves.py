@@ -47,11 +47,11 @@ def sample(*, seed: int = 0, size: str = "small") -> RunData:
 def segments(time: np.ndarray, quality: np.ndarray | None, *, gap_days: float = 0.2) -> list[slice]:
     """Contiguous segments: split at data gaps longer than ``gap_days`` and at momentum
     dumps (TESS quality bit 32)."""
-    cuts = set(np.flatnonzero(np.diff(time) > gap_days) + 1)
+    cuts: set[int] = {int(i) for i in np.flatnonzero(np.diff(time) > gap_days) + 1}
     if quality is not None:
         q = np.asarray(quality)
         q = q.max(0) if q.ndim == 2 else q
-        cuts |= set(np.flatnonzero(q & 32))
+        cuts |= {int(i) for i in np.flatnonzero(q & 32)}
     edges = sorted({0, len(time), *cuts})
     return [slice(a, b) for a, b in itertools.pairwise(edges) if b - a > 5]
 
@@ -262,7 +262,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
     # periodic variables: Lomb-Scargle + symbolic shape law
     from astropy.timeseries import LombScargle
 
-    variables = []
+    variables: list[dict[str, Any]] = []
     for i in range(n_stars):
         if detected[i]:
             continue
@@ -285,9 +285,8 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             variables.append(
                 {"star": i, "period": float(1 / freq[k]), "amplitude": amp, "fap": fap}
             )
-    # LS peaks of a sawtooth sit at the fundamental; check twice the period by fold scatter
-    laws = []
     law_budget = float(opts.get("law_budget_s", 4.0))
+    laws: list[dict[str, Any]] = []
     for v in sorted(variables, key=lambda v: -v["amplitude"])[: int(opts.get("max_laws", 1))]:
         i = v["star"]
         ok = np.isfinite(corrected[i])
@@ -302,7 +301,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
         good = cnt > 0
         xb = ((edges[:-1] + edges[1:]) / 2)[good]
         yb = sums[good] / cnt[good]
-        law = {
+        law: dict[str, Any] = {
             "star": i,
             "period": v["period"],
             "latex": None,
@@ -403,7 +402,9 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             len(s.get("flares") or []) for s in stars if isinstance(s.get("flares"), list)
         )
         metrics["true_flares"] = true_flares
-        var_truth = {i: s for i, s in enumerate(stars) if s["kind"] in ("sinusoidal", "sawtooth")}
+        var_truth: dict[int, Any] = {
+            i: s for i, s in enumerate(stars) if s["kind"] in ("sinusoidal", "sawtooth")
+        }
         errs = []
         for v in variables:
             s = var_truth.get(v["star"])
@@ -503,7 +504,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             a.set_xlabel("phase")
             eqs.append((f"star {law['star']}", rf"\Delta F(\phi) = {law['latex']}"))
         ax[0, 0].legend(fontsize=8)
-        note = "; ".join(sorted({law.get("note", "") for law in laws} - {""}))
+        note = "; ".join(sorted({str(law.get("note", "")) for law in laws} - {""}))
         sections.append(
             Section(
                 "Stage law: symbolic shape law of periodic variables",
