@@ -367,20 +367,26 @@ def spot_filter(
     return _filter_fft(image, terms), gain
 
 
-def _local_max(score: Tensor, radius: int) -> Tensor:
-    """``score`` equals its maximum over a (2 radius + 1)^ndim box (separable max filter)."""
-    m = score
-    for a in range(score.ndim):
-        pad = [0, 0] * score.ndim
-        pad[2 * (score.ndim - 1 - a)] = radius
-        pad[2 * (score.ndim - 1 - a) + 1] = radius
-        p = F.pad(m, pad, value=float("-inf"))
-        n = score.shape[a]
-        out = p.narrow(a, 0, n)
-        for sft in range(1, 2 * radius + 1):
-            out = torch.maximum(out, p.narrow(a, sft, n))
-        m = out
-    return score >= m
+def _candidate_maxima(score: Tensor, cand: Tensor, radius: int) -> Tensor:
+    """The candidates (above threshold, usually few) that equal the maximum of their
+    (2 radius + 1)^ndim neighbourhood; cheaper than a full-image max filter."""
+    if cand.shape[0] == 0:
+        return cand
+    ndim = score.ndim
+    r = torch.arange(-radius, radius + 1, device=cand.device)
+    offs = torch.stack(torch.meshgrid(*([r] * ndim), indexing="ij"), -1).reshape(-1, ndim)
+    shape = torch.tensor(score.shape, device=cand.device)
+    keep = torch.ones(cand.shape[0], dtype=torch.bool, device=cand.device)
+    v0 = score[tuple(cand.T)]
+    for c0 in range(0, cand.shape[0], 1 << 14):
+        c = cand[c0 : c0 + (1 << 14)]
+        nb = c[:, None, :] + offs[None]
+        inside = ((nb >= 0) & (nb < shape)).all(-1)
+        nb = torch.minimum(nb.clamp_min(0), shape - 1)
+        vals = score[tuple(nb.reshape(-1, ndim).T)].reshape(nb.shape[:2])
+        vals = torch.where(inside, vals, torch.full_like(vals, float("-inf")))
+        keep[c0 : c0 + c.shape[0]] = (v0[c0 : c0 + c.shape[0], None] >= vals).all(1)
+    return cand[keep]
 
 
 def _subpixel(score: Tensor, idx: Tensor) -> Tensor:
@@ -558,12 +564,11 @@ def detect_spots(
 
     radius = int(min_distance) if min_distance is not None else max(1, round(max(scales)))
     with torch.no_grad():
-        peaks = _local_max(score.detach(), radius) & (score.detach() > thr.detach())
-        if exclude_border > 0:
-            inner = torch.zeros_like(peaks)
-            inner[tuple(slice(exclude_border, n - exclude_border) for n in img.shape)] = True
-            peaks &= inner
-        idx = peaks.nonzero()
+        sd = score.detach()
+        idx = _candidate_maxima(sd, (sd > thr.detach()).nonzero(), radius)
+        if exclude_border > 0 and idx.shape[0]:
+            hi = torch.tensor(img.shape, device=idx.device) - exclude_border
+            idx = idx[((idx >= exclude_border) & (idx < hi)).all(1)]
         if idx.shape[0] > 1:
             # plateaus: keep one index per flat maximum (the first in raster order)
             vals = score.detach()[tuple(idx.T)]
