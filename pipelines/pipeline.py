@@ -254,7 +254,13 @@ def build_stage(
             raise ValueError(
                 f"{where}: learnware {ref!r} is not a built-in declaration and no registry is available"
             ) from exc
-        module = Registry().load(ref)
+        try:
+            module = Registry().load(ref)
+        except LookupError as exc:
+            raise ValueError(
+                f"{where}: learnware {ref!r} is not a built-in declaration and not in the registry "
+                f"({exc}); built-ins: {sorted(decls)[:20]}"
+            ) from None
         for k, v in params.items():
             module._config[k] = v  # pragma: no cover - registry overrides are rare
         opts["_learnware_"] = ref

@@ -323,3 +323,19 @@ def test_cuda_matches_cpu_and_refines() -> None:
     torch.testing.assert_close(out.cpu(), cpu(x))
     res = gpu.refine(x.cuda(), target=(3 * x + 0.5).cuda(), steps=100, lr=0.1)
     assert res.best_loss < 0.1 * res.initial_loss
+
+
+def test_stage_from_builtin_learnware_by_name(registry_root: object) -> None:
+    from components.base import discover_learnwares
+
+    if "feedback.kalman.gait" not in discover_learnwares():
+        pytest.skip("learnware feedback.kalman.gait not declared yet")
+    p = Pipeline.from_config({"stages": {"smooth": {"_learnware_": "feedback.kalman.gait"}}})
+    assert p.plan[0].source == "feedback.kalman.gait"
+    g = torch.Generator().manual_seed(0)
+    pos = torch.cumsum(torch.randn(50, 2, 3, generator=g, dtype=torch.float64), 0)
+    pos[10:15, 1] = float("nan")
+    out = p(pos)
+    assert out.positions.shape == pos.shape and torch.isfinite(out.positions).all()
+    with pytest.raises(ValueError, match="not a built-in declaration"):  # nor in the registry
+        Pipeline.from_config({"stages": {"x": {"_learnware_": "no.such.learnware"}}})
