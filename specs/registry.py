@@ -245,6 +245,7 @@ class SpecIndex:
         self.embedder = RFFEmbedding(stack.d, bw, dim=rff_dim, featurizer=stack.featurizer)
         self.rff = rff if rff is not None else self.embedder.embed_stack(stack.z, stack.beta)
         self._pos = {k: i for i, k in enumerate(self.ids)}
+        self._rff_norm: torch.Tensor | None = None
 
     @property
     def bandwidth(self) -> float:
@@ -290,8 +291,12 @@ class SpecIndex:
         use_rff = (idx.numel() > PRERANK_MIN) if prerank is None else prerank
         if use_rff:
             e = self.embedder.embed(q)
-            sub = self.rff[idx]
-            d2 = (sub * sub).sum(1) - 2 * sub @ e
+            if self._rff_norm is None:
+                self._rff_norm = (self.rff * self.rff).sum(1)
+            if subset is None:  # one matrix-vector product over the stored embeddings
+                d2 = self._rff_norm - 2 * (self.rff @ e)
+            else:
+                d2 = self._rff_norm[idx] - 2 * (self.rff[idx] @ e)
             k = min(idx.numel(), pool or max(50 * top, 1000))
             idx = idx[torch.topk(d2, k, largest=False).indices]
         st = (
@@ -831,7 +836,9 @@ class Registry:
                 continue
             index, info = got
             subset = [index._pos[i] for i in ids if i in index._pos]
-            idx, mmd, score, n_exact = index.query(qr, top=top, subset=subset)
+            idx, mmd, score, n_exact = index.query(
+                qr, top=top, subset=None if len(subset) == len(index) else subset
+            )
             ctx["groups"].append((feat, d, qr, index, subset))
             for rank, (i, v, sc) in enumerate(zip(idx.tolist(), mmd.tolist(), score.tolist()), 1):
                 how = "RFF pre-ranking then exact MMD" if n_exact < len(subset) else "exact MMD"

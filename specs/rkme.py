@@ -68,10 +68,13 @@ def _gauss(a: torch.Tensor, b: torch.Tensor, bandwidth: float) -> torch.Tensor:
     return torch.exp(_sqdist(a, b) * (-0.5 / bandwidth**2))
 
 
-def median_bandwidth(x: torch.Tensor, *, max_points: int = 2000, seed: int = 0) -> float:
+def median_bandwidth(x: torch.Tensor, *, max_points: int = 1000, seed: int = 0) -> float:
     """Median heuristic: the median pairwise Euclidean distance of (a seeded subsample
     of) the rows of ``x``, divided by :math:`\\sqrt 2` so that
     :math:`k = \\exp(-d^2/(2\\sigma^2))` equals :math:`\\exp(-d^2/\\mathrm{med}^2)`.
+
+    Above ``max_points`` rows, the distances between two disjoint seeded halves of
+    ``max_points`` rows are used (``(max_points/2)^2`` pairs).
 
     Examples
     --------
@@ -79,12 +82,16 @@ def median_bandwidth(x: torch.Tensor, *, max_points: int = 2000, seed: int = 0) 
     >>> 1.0 < median_bandwidth(x) < 1.6
     True
     """
-    if x.shape[0] > max_points:
+    n = x.shape[0]
+    if n > max_points:
         g = torch.Generator().manual_seed(seed)
-        x = x[torch.randperm(x.shape[0], generator=g)[:max_points].to(x.device)]
-    d = _sqdist(x, x)
-    iu = torch.triu_indices(x.shape[0], x.shape[0], 1, device=x.device)
-    vals = d[iu[0], iu[1]]
+        perm = torch.randperm(n, generator=g)[:max_points].to(x.device)
+        half = max_points // 2
+        vals = _sqdist(x[perm[:half]], x[perm[half:]]).reshape(-1)
+    else:
+        d = _sqdist(x, x)
+        iu = torch.triu_indices(n, n, 1, device=x.device)
+        vals = d[iu[0], iu[1]]
     vals = vals[vals > 0]
     if vals.numel() == 0:
         return 1.0
@@ -218,8 +225,9 @@ class RKME:
         seed: int = 0,
         bandwidth: float | None = None,
         featurizer: str = "raw",
-        steps: int = 50,
+        steps: int = 40,
         inner: int = 5,
+        batch: int | None = 2048,
         lr: float = 0.05,
         device: str | torch.device | None = None,
     ) -> RKME:
@@ -243,6 +251,9 @@ class RKME:
             Joint refinement steps.
         inner : int
             Projected-gradient iterations on ``beta`` per step (warm-started).
+        batch : int or None
+            Rows per refinement step (a seeded minibatch when ``n`` is larger; None: all
+            rows).  The final ``beta`` is always solved against all rows.
         lr : float
             Adam step for ``z`` in units of the bandwidth.
         device : str or device, optional
@@ -295,20 +306,26 @@ class RKME:
         beta = torch.bincount(assign, minlength=m).to(x.dtype) / n
         z = z0.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=lr * bw)
-        xn = (x * x).sum(-1)
+        xn_all = (x * x).sum(-1)
         c = -0.5 / bw**2
+        nb = min(n, batch) if batch else n
         with torch.no_grad():
             for _ in range(steps):
+                if nb < n:  # seeded minibatch of the data for the z-step
+                    sel = torch.randperm(n, generator=gen)[:nb].to(x.device)
+                    xb, xn = x[sel], xn_all[sel]
+                else:
+                    xb, xn = x, xn_all
                 zn = (z * z).sum(-1)
-                Kzx = torch.exp(((zn[:, None] + xn[None, :] - 2 * z @ x.T).clamp_min_(0)) * c)
+                Kzx = torch.exp(((zn[:, None] + xn[None, :] - 2 * z @ xb.T).clamp_min_(0)) * c)
                 Kzz = _gauss(z, z, bw)
-                h = Kzx.sum(1) / n
+                h = Kzx.sum(1) / nb
                 beta = _qp_simplex(Kzz, h, beta, iters=inner)
                 # analytic gradient of beta'Kzz beta - 2 beta'h with respect to z
                 Bzz = Kzz * (beta[:, None] * beta[None, :])
                 g_self = 2 * (z * Bzz.sum(1, keepdim=True) - Bzz @ z) * (-1 / bw**2)
-                Bzx = Kzx * (beta[:, None] / n)
-                g_data = 2 * (z * Bzx.sum(1, keepdim=True) - Bzx @ x) / bw**2
+                Bzx = Kzx * (beta[:, None] / nb)
+                g_data = 2 * (z * Bzx.sum(1, keepdim=True) - Bzx @ xb) / bw**2
                 z.grad = g_self + g_data
                 opt.step()
         with torch.no_grad():

@@ -64,15 +64,15 @@ def spec_from(z, beta, gamma):
 X = np.load(d + "/user.npy")
 times = []
 for rep in range(cfg["reps"]):
-    s = RKMETableSpecification(gamma=cfg["gamma"], cuda_idx=-1)
-    t = time.perf_counter(); s.generate_stat_spec_from_data(X, K=cfg["K"]); times.append(time.perf_counter() - t)
+    user_spec = RKMETableSpecification(gamma=cfg["gamma"], cuda_idx=-1)
+    t = time.perf_counter(); user_spec.generate_stat_spec_from_data(X, K=cfg["K"]); times.append(time.perf_counter() - t)
 out["fit_s"] = min(times)
 lw = []
 for i in range(cfg["n_lw"]):
     s = RKMETableSpecification(gamma=cfg["gamma"], cuda_idx=-1)
     s.generate_stat_spec_from_data(np.load(d + f"/lw{i}.npy"), K=cfg["K_lw"])
     lw.append(s)
-dists = [float(l.dist(s)) for l in lw]
+dists = [float(l.dist(user_spec)) for l in lw]
 out["top3"] = [int(i) for i in np.argsort(dists)[:3]]
 # 2. search over N synthetic specs (the same z, beta as ours)
 out["search"] = {}
