@@ -284,10 +284,43 @@ def compose_config(
             config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config
         )
     except Exception as exc:
-        msg = _explain(exc)
+        msg = _explain(exc) or _explain_component_param(exc, overrides, config_name)
         if msg:
             raise ConfigKeyError(msg) from exc
         raise
+
+
+def _explain_component_param(
+    exc: BaseException, overrides: list[str], config_name: str
+) -> str | None:
+    """A typo'd parameter of a component config (``pipeline.stages.smooth.qq=1``): list
+    the component's constructor parameters."""
+    import inspect
+
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    m = re.search(r"Could not override '([^']+)'", str(exc))
+    if not m:
+        return None
+    key = m.group(1)
+    parent, _, name = key.rpartition(".")
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+    try:
+        cfg = compose(config_name=config_name, overrides=rest)
+        node = OmegaConf.select(cfg, parent)
+        target = node.get("_target_") if node is not None and hasattr(node, "get") else None
+        if target is None:
+            return None
+        from components.base import get_component
+
+        sig = inspect.signature(get_component(str(target)).__init__)
+    except Exception:
+        return None
+    valid = [n for n in sig.parameters if n != "self"]
+    if name in valid:
+        return None
+    return f"unknown config key {key!r}: component {target!r} at {parent!r} takes the parameters {valid}"
 
 
 def _container(cfg: Any) -> dict[str, Any]:

@@ -269,7 +269,23 @@ def build_stage(
         raise ValueError(
             f"{where}: expected '_target_' (a component name) or '_learnware_' (a learnware), got keys {sorted(config)}"
         )
+    _check_params(str(config["_target_"]), params, where)
     return instantiate({"_target_": config["_target_"], **params}), opts
+
+
+def _check_params(target: str, params: Mapping[str, Any], where: str) -> None:
+    """Reject unknown constructor parameters with the valid ones listed (a typo in a
+    stage config fails before anything runs)."""
+    cls = get_component(target)
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    valid = [n for n in sig.parameters if n != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{where}: unknown parameter(s) {unknown} for component {target!r}; valid parameters are {valid}"
+        )
 
 
 # --------------------------------------------------------------------------------------

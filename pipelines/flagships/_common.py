@@ -47,8 +47,11 @@ def build(node: Mapping[str, Any]) -> Any:
     """Instantiate a stage config through the allow-list; a built-in component that its
     family has not registered yet is constructed directly from its module."""
     from components.base import ComponentNotFoundError, instantiate
+    from pipelines.pipeline import _check_params
 
+    params = {k: v for k, v in node.items() if not str(k).startswith("_")}
     try:
+        _check_params(str(node.get("_target_")), params, "stage")
         return instantiate(node)
     except ComponentNotFoundError:
         cls = _fallback_class(str(node.get("_target_")))

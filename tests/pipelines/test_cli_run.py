@@ -198,3 +198,11 @@ def test_large_input_delegates_to_batch_runner(tmp_path: Path) -> None:
     assert "batch" in result["outputs"]["arrays"]
     assert (out / "report.html").exists() and (out / "outputs.zarr").is_dir()
     assert len(list(zarr.open_group(str(out / "outputs.zarr"), mode="r").array_keys())) >= 1
+
+
+def test_typo_in_component_param_lists_its_parameters() -> None:
+    _need("detection.spots")
+    with pytest.raises(
+        ConfigKeyError, match=r"'detection.treshold'.*'detection.spots'.*'threshold'"
+    ):
+        compose_config(["detection=spots", "detection.treshold=3"])

@@ -339,3 +339,10 @@ def test_stage_from_builtin_learnware_by_name(registry_root: object) -> None:
     assert out.positions.shape == pos.shape and torch.isfinite(out.positions).all()
     with pytest.raises(ValueError, match="not a built-in declaration"):  # nor in the registry
         Pipeline.from_config({"stages": {"x": {"_learnware_": "no.such.learnware"}}})
+
+
+def test_typo_in_stage_params_lists_valid_parameters(registered: None) -> None:
+    with pytest.raises(
+        TypeError, match=r"unknown parameter\(s\) \['gian'\] .*valid parameters are \['gain'\]"
+    ):
+        Pipeline.from_config({"stages": {"a": {"_target_": "test.gain", "gian": 2.0}}})
