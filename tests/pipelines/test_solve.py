@@ -83,6 +83,10 @@ class Gain(Component):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gain.to(x.dtype)
 
+    def self_supervised_loss(self, inputs, output):
+        """A label-free criterion for the test: the output's mean should be 8."""
+        return (output.mean() - 8.0) ** 2
+
     @classmethod
     def learnwares(cls) -> list[Declaration]:
         return [
@@ -560,3 +564,22 @@ def test_publish_tuned_stages_as_learnwares(dock, tmp_path):
     )
     tuned = reg.load(next(i for i in ids if reg.get(i).name.startswith("test.gain")))
     assert abs(tuned.gain.item() - 2.0) < 0.05  # the tuned weight travels with the learnware
+
+
+def test_without_labels_the_self_supervised_criteria_drive_scoring_and_refinement(dock, tmp_path):
+    g = torch.Generator().manual_seed(5)
+    x = 5.0 + torch.randn(64, 4, generator=g, dtype=torch.float64)
+    task = S.Task(goal="toy", modality="tabular", scale="micro", data={"x": x}, steps=100)
+    res = S.solve(
+        task,
+        library=TaskLibrary(tmp_path),
+        max_combos=9,
+        modes=("direct",),
+        lr=0.05,
+        round_steps=25,
+    )
+    tried = [t["score"] for t in res.trace["tried"]]
+    assert all(v <= 0 for v in tried)  # score = - sum of the stages' self-supervised losses
+    assert res.score > max(tried) and res.score > -1e-2  # refinement drove the loss to ~0
+    with torch.no_grad():
+        assert abs(float(res.pipeline({"x": x}).mean()) - 8.0) < 0.1
