@@ -731,7 +731,13 @@ def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    result = execute(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    try:
+        result = execute(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    except (ValueError, TypeError, LookupError) as exc:  # user errors: no stack trace
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"learndock run: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"learndock run: {result['pipeline']} -> {hc.runtime.output_dir}")
     if result.get("metrics"):
         print(json.dumps(result["metrics"], indent=2))
