@@ -1033,7 +1033,7 @@ class SymbolicRegression(Component):
                 spec=spec,
                 params={
                     "names": ["phase"],
-                    "budget_s": 60.0,  # the evaluation budget stops the search: deterministic
+                    "budget_s": 600.0,  # the evaluation budget stops the search: deterministic
                     "max_evaluations": 3000,
                     "seed": 0,
                     "operators": "add,sub,mul,constant,variable,sin,cos",
