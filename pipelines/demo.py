@@ -47,7 +47,7 @@ def run_demo(
     Parameters
     ----------
     out : path, optional
-        Parent directory of the runs (default ``learndock-demo/<timestamp>``).
+        Parent directory of the runs (default ``outputs/demo/<timestamp>``).
     only : list of str, optional
         Subset of the flagships.
     quick : bool
@@ -68,7 +68,7 @@ def run_demo(
     root = (
         Path(out)
         if out
-        else Path("learndock-demo") / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        else Path("outputs") / "demo" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     )
     results: dict[str, Any] = {}
     for name in names:
@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None,
             typer.Option(
-                "--out", help="parent directory of the runs (default: learndock-demo/<timestamp>)"
+                "--out", help="parent directory of the runs (default: outputs/demo/<timestamp>)"
             ),
         ] = None,
         only: Annotated[
