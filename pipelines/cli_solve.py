@@ -93,6 +93,7 @@ class SolveOptions:
     lr: float = 0.05
     round_steps: int = 10
     max_swaps: int = 3
+    polish_steps: int = 10
     quick_items: int = 8
     remember: bool = True
     publish: bool = False
@@ -399,6 +400,7 @@ def execute_solve(
         lr=float(scfg.get("lr", 0.05)),
         round_steps=int(scfg.get("round_steps", 10)),
         max_swaps=int(scfg.get("max_swaps", 3)),
+        polish_steps=int(scfg.get("polish_steps", 10)),
         remember=bool(scfg.get("remember", True)),
         seed=int(plain.get("seed", 0)),
     )

@@ -1033,6 +1033,7 @@ def solve(
     round_steps: int = 10,
     max_swaps: int = 3,
     stall_tol: float = 1e-3,
+    polish_steps: int = 0,
     remember: bool = True,
     seed: int = 0,
 ) -> SolveResult:
@@ -1064,6 +1065,10 @@ def solve(
     stall_tol : float
         A refinement round that improves the score by less than this (relative to
         ``max(1, |score|)``) counts as a stall, which triggers a swap.
+    polish_steps : int
+        Refinement steps spent after the target is reached (within the budget), so that
+        the remembered pipeline is better than just good enough; they do not change the
+        time to target.
     remember : bool
         Store the solved task in the library.
     seed : int
@@ -1086,6 +1091,7 @@ def solve(
         ("max_combos", max_combos, 1),
         ("round_steps", round_steps, 1),
         ("max_swaps", max_swaps, 0),
+        ("polish_steps", polish_steps, 0),
     ):
         if not isinstance(v, int) or v < lo:
             raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
@@ -1316,10 +1322,10 @@ def solve(
     swaps = 0
 
     def refine_round(
-        chain: Chain, cands: list[list[Candidate]], origin: str
+        chain: Chain, cands: list[list[Candidate]], origin: str, n: int | None = None
     ) -> tuple[Chain, float, int, list[float]]:
         tuned, used, grads, info = _refine(
-            chain, task, sub_data, sub_labels, clock, min(steps_left, round_steps), lr
+            chain, task, sub_data, sub_labels, clock, min(steps_left, n or round_steps), lr
         )
         s = score_of(tuned) if info.get("status") == "ok" else float("nan")
         info.update(score=s, origin=origin, t=round(clock.elapsed(), 4))
@@ -1381,6 +1387,12 @@ def solve(
                 break
         if not accepted:
             break
+
+    # 4c. polish: the target is reached; a few more steps make a better memory ---------
+    if reached and polish_steps > 0 and steps_left > 0 and clock.left() > 0:
+        tuned, s, used, _ = refine_round(best["chain"], best["cands"], "polish", polish_steps)
+        steps_left -= used
+        trace["refine"][-1]["accepted"] = offer(tuned, best["cands"], best["mode"], "polish", s)
 
     # 5. remember ----------------------------------------------------------------------
     chain = best["chain"]

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     fields = args.fields or (2 if args.quick else 4)
     source = S.DeclarationSource()  # the dock (its learnware RKMEs are cached: shared by all arms)
-    common = dict(source=source, top_k=3, max_combos=8, round_steps=5, max_swaps=2)
+    common = dict(source=source, top_k=3, max_combos=8, round_steps=5, max_swaps=2, polish_steps=10)
 
     active, skipped = [], {}
     for sc in scenarios(args.quick):

@@ -583,3 +583,20 @@ def test_without_labels_the_self_supervised_criteria_drive_scoring_and_refinemen
     assert res.score > max(tried) and res.score > -1e-2  # refinement drove the loss to ~0
     with torch.no_grad():
         assert abs(float(res.pipeline({"x": x}).mean()) - 8.0) < 0.1
+
+
+def test_polish_after_target_improves_the_memory_not_the_time_to_target(dock, tmp_path):
+    task = _toy_task(0, steps=200, target=15.0)
+    res = S.solve(
+        task,
+        library=TaskLibrary(tmp_path),
+        max_combos=9,
+        modes=("direct",),
+        lr=0.02,
+        round_steps=5,
+        polish_steps=40,
+    )
+    assert res.time_to_target is not None
+    polish = [r for r in res.trace["refine"] if r["origin"] == "polish"]
+    assert len(polish) == 1 and polish[0]["steps"] > 0
+    assert res.score >= 15.0
