@@ -250,6 +250,7 @@ def bls_search_torch(
             periods=np.linspace(p0 * (1 - refine_width), p0 * (1 + refine_width), 200).tolist(),
             durations=[float(d) for d in durations],
             detrend=None,
+            bin_oversample=12,  # phase bins of duration/12: the period precision of the fine pass
         )
         out.append(
             {

@@ -136,3 +136,24 @@ def test_run_demo_quick(tmp_path: Path) -> None:
         assert res["passed"] is True, (name, res["metrics"])
         assert Path(res["report"]).exists()
     assert (tmp_path / "demo.json").exists()
+
+
+def test_torch_bls_through_the_transits_component() -> None:
+    _need("detection.transits")
+    from pipelines.flagships.lightcurves import bls_search_torch
+
+    rng = np.random.default_rng(2)
+    t = np.arange(0, 12, 10 / 60 / 24)
+    period, epoch, dur, depth = 1.8765, 0.4, 0.1, 3e-3
+    phase = ((t - epoch) / period + 0.5) % 1 - 0.5
+    planet = 1 - depth * (np.abs(phase * period) < dur / 2) + rng.normal(0, 4e-4, t.size)
+    quiet = 1 + rng.normal(0, 4e-4, t.size)
+    res = bls_search_torch(
+        t,
+        np.stack([planet, quiet]),
+        min_period=0.5,
+        max_period=5.0,
+        durations=np.array([0.06, 0.1, 0.14]),
+    )
+    assert abs(res[0]["period"] - period) / period < 1e-3 and res[0]["snr"] > 15
+    assert res[1]["snr"] < 15
