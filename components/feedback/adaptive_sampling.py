@@ -119,7 +119,7 @@ def initial_scan(shape: Sequence[int], n: int, *, skip: int = 20) -> torch.Tenso
 # reconstruction
 # --------------------------------------------------------------------------------------
 def _gauss_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    r = max(1, int(math.ceil(3.5 * sigma)))
+    r = max(1, math.ceil(3.5 * sigma))
     x = torch.arange(-r, r + 1, dtype=dtype, device=device)
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     return g / g.sum()
@@ -133,7 +133,7 @@ def _smooth(x: torch.Tensor, sigma: float, nd: int) -> torch.Tensor:
     the cost stays ``O(N)`` per scale instead of ``O(N sigma)``."""
     if sigma <= 3.0:
         return _smooth_direct(x, sigma, nd)
-    f = 2 ** int(math.floor(math.log2(sigma / 1.5)))
+    f = 2 ** math.floor(math.log2(sigma / 1.5))
     sp = x.shape[-nd:]
     pads: list[int] = []
     for n in reversed(sp):
@@ -144,7 +144,9 @@ def _smooth(x: torch.Tensor, sigma: float, nd: int) -> torch.Tensor:
     y = pool(y, kernel_size=f, stride=f)
     s_c = math.sqrt(max(sigma * sigma - (f * f - 1) / 12.0, 0.25)) / f
     y = _smooth_direct(y, s_c, nd)
-    y = F.interpolate(y, scale_factor=f, mode="bilinear" if nd == 2 else "trilinear", align_corners=False)
+    y = F.interpolate(
+        y, scale_factor=f, mode="bilinear" if nd == 2 else "trilinear", align_corners=False
+    )
     y = y[(..., *[slice(0, n) for n in sp])]
     return y.reshape(*lead, *sp)
 
@@ -177,7 +179,9 @@ def _scales(shape: Sequence[int], density: float) -> list[float]:
     return out
 
 
-def reconstruct(samples: torch.Tensor, mask: torch.Tensor, *, keep_samples: bool = True, confidence: float = 1.0) -> torch.Tensor:
+def reconstruct(
+    samples: torch.Tensor, mask: torch.Tensor, *, keep_samples: bool = True, confidence: float = 1.0
+) -> torch.Tensor:
     """Differentiable inpainting of sparse samples by multiscale normalised convolution.
 
     Parameters
@@ -248,11 +252,15 @@ def _distance(mask: torch.Tensor) -> torch.Tensor:
 
     m = mask.detach().cpu().numpy()
     if not m.any():
-        return torch.full(mask.shape, float(max(mask.shape)), dtype=torch.float64, device=mask.device)
+        return torch.full(
+            mask.shape, float(max(mask.shape)), dtype=torch.float64, device=mask.device
+        )
     return torch.from_numpy(distance_transform_edt(~m)).to(mask.device)
 
 
-def local_uncertainty(samples: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, *, noise: float = 0.0) -> torch.Tensor:
+def local_uncertainty(
+    samples: torch.Tensor, mask: torch.Tensor, reconstruction: torch.Tensor, *, noise: float = 0.0
+) -> torch.Tensor:
     """Known-mechanism uncertainty: local sample variance and gradient, grown with distance.
 
     Parameters
@@ -302,6 +310,7 @@ def ensemble_uncertainty(
     members: int = 8,
     drop: float = 0.25,
     alpha: float = 0.1,
+    calibration: float = 0.2,
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Black-box uncertainty: a subsample ensemble whose intervals are conformally calibrated.
@@ -317,6 +326,8 @@ def ensemble_uncertainty(
     alpha : float
         Miscoverage level: intervals ``mean +- halfwidth`` cover a new sample with
         probability about ``1 - alpha``.
+    calibration : float
+        Fraction of the samples held out to calibrate.
     seed : int
         Seed of the subsampling.
 
@@ -331,10 +342,11 @@ def ensemble_uncertainty(
 
     Notes
     -----
-    Split-conformal calibration (Vovk et al. 2005; Angelopoulos and Bates 2021) on the
-    out-of-member samples: for a left-out sample ``i`` the score is
-    ``|v_i - mean_{-i}(x_i)| / sigma(x_i)``, with ``mean_{-i}`` averaged over the members
-    that did not see it; ``q`` is its ``ceil((n+1)(1-alpha))/n`` quantile.
+    Split-conformal calibration (Vovk et al. 2005; Angelopoulos and Bates 2021): an
+    ensemble fitted without a random ``calibration`` share of the samples scores each
+    held-out sample by ``|v_i - mean(x_i)| / sigma(x_i)``; ``q`` is the
+    ``ceil((n+1)(1-alpha))/n`` quantile of these scores.  The returned ensemble uses
+    every sample (its intervals are then slightly conservative).
     """
     if members < 2:
         raise ValueError(f"members: expected at least 2 ensemble members, got {members}")
@@ -343,32 +355,38 @@ def ensemble_uncertainty(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha: expected a miscoverage level in (0, 1), got {alpha!r}")
     gen = torch.Generator().manual_seed(seed)
-    recs, keeps = [], []
-    for _ in range(members):
-        keep = mask & (torch.rand(mask.shape, generator=gen) >= drop).to(mask.device)
-        recs.append(reconstruct(samples, keep, keep_samples=True))
-        keeps.append(keep)
-    R = torch.stack(recs)
-    K = torch.stack(keeps)
-    mean = R.mean(0)
-    sigma = R.std(0) + 1e-12
-    out = (~K) & mask  # (members, ...) left-out samples
-    cnt = out.sum(0)
-    loo = torch.where(out, R, torch.zeros_like(R)).sum(0) / cnt.clamp_min(1)
-    cal = (cnt > 0) & mask
-    scores = ((samples - loo).abs() / sigma)[cal]
-    if scores.numel() == 0:
-        return mean, sigma, 1.0
-    n = scores.numel()
-    level = min(1.0, math.ceil((n + 1) * (1 - alpha)) / n)
-    q = float(torch.quantile(scores.detach().to(torch.float64), level))
+
+    def ensemble(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        recs = []
+        for _ in range(members):
+            keep = m & (torch.rand(m.shape, generator=gen) >= drop).to(m.device)
+            recs.append(reconstruct(samples, keep, keep_samples=False))
+        R = torch.stack(recs)
+        return R.mean(0), R.std(0) + 1e-12
+
+    # split conformal: calibrate on samples the calibration ensemble never saw
+    cal = mask & (torch.rand(mask.shape, generator=gen) < calibration).to(mask.device)
+    q = 1.0
+    if bool(cal.any()) and bool((mask & ~cal).any()):
+        mu_c, sd_c = ensemble(mask & ~cal)
+        scores = ((samples - mu_c).abs() / sd_c)[cal].detach().to(torch.float64)
+        n = scores.numel()
+        level = min(1.0, math.ceil((n + 1) * (1 - alpha)) / n)
+        q = float(torch.quantile(scores, level))
+    mean, sigma = ensemble(mask)
     return mean, q * sigma, q
 
 
 # --------------------------------------------------------------------------------------
 # acquisition
 # --------------------------------------------------------------------------------------
-def acquisition_score(reconstruction: torch.Tensor, uncertainty: torch.Tensor, mask: torch.Tensor, *, rule: str = "erd") -> torch.Tensor:
+def acquisition_score(
+    reconstruction: torch.Tensor,
+    uncertainty: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    rule: str = "erd",
+) -> torch.Tensor:
     """Expected gain of measuring each pixel next (0 at sampled pixels).
 
     Parameters
@@ -399,7 +417,15 @@ def acquisition_score(reconstruction: torch.Tensor, uncertainty: torch.Tensor, m
     return torch.where(mask, torch.zeros_like(s), s)
 
 
-def select_batch(score: torch.Tensor, mask: torch.Tensor, n: int, *, min_distance: float | None = None, path_cost: float = 0.0, position: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def select_batch(
+    score: torch.Tensor,
+    mask: torch.Tensor,
+    n: int,
+    *,
+    min_distance: float | None = None,
+    path_cost: float = 0.0,
+    position: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose ``n`` unsampled pixels of highest score, spread out, optionally near the scanner.
 
     Parameters
@@ -431,7 +457,9 @@ def select_batch(score: torch.Tensor, mask: torch.Tensor, n: int, *, min_distanc
     s = score.detach().to(torch.float64)
     s = torch.where(mask, torch.full_like(s, -1.0), s)
     if path_cost > 0 and position is not None:
-        grids = torch.meshgrid(*[torch.arange(k, dtype=torch.float64, device=s.device) for k in s.shape], indexing="ij")
+        grids = torch.meshgrid(
+            *[torch.arange(k, dtype=torch.float64, device=s.device) for k in s.shape], indexing="ij"
+        )
         dist = torch.sqrt(sum((g - float(p)) ** 2 for g, p in zip(grids, position)))
         diag = math.sqrt(sum(k * k for k in s.shape))
         s = torch.where(s >= 0, s / (1 + path_cost * dist / diag), s)
@@ -442,27 +470,56 @@ def select_batch(score: torch.Tensor, mask: torch.Tensor, n: int, *, min_distanc
     if min_distance is None:
         unsampled = max(free, 1)
         min_distance = max(1.0, 0.5 * (unsampled / n) ** (1.0 / nd) * 0.5)
-    r = int(round(min_distance))
-    chosen = torch.zeros(0, dtype=torch.int64, device=s.device)
+    r = float(min_distance)
     flat_s = s.reshape(-1)
-    while r >= 0 and chosen.numel() < n:
-        if r > 0:
-            pool = {2: F.max_pool2d, 3: F.max_pool3d}.get(nd)
-            if pool is None:
-                peaks = s
-            else:
-                pooled = pool(s[None, None], kernel_size=2 * r + 1, stride=1, padding=r)[0, 0]
-                peaks = torch.where(s >= pooled, s, torch.full_like(s, -1.0))
-        else:
-            peaks = s
-        cand = peaks.reshape(-1).clone()
-        if chosen.numel():
-            cand[chosen] = -1.0
-        k = min(n - chosen.numel(), int((cand >= 0).sum()))
-        if k > 0:
-            top = torch.topk(cand, k).indices
-            chosen = torch.cat([chosen, top])
-        r = r // 2 if r > 1 else r - 1
+    k_pool = max(1, round(r))
+    pool = {2: F.max_pool2d, 3: F.max_pool3d}.get(nd)
+    if pool is not None and k_pool > 0:
+        pooled = pool(s[None, None], kernel_size=2 * k_pool + 1, stride=1, padding=k_pool)[0, 0]
+        peaks = torch.where(s >= pooled, s, torch.full_like(s, -1.0)).reshape(-1)
+    else:
+        peaks = flat_s
+    # greedy non-maximum suppression over the strongest candidates (local maxima first,
+    # then every pixel), relaxing the radius when the batch cannot be filled
+    chosen_l: list[int] = []
+    shape_np = np.array(s.shape)
+    for cand_src in (peaks, flat_s):
+        if len(chosen_l) >= n:
+            break
+        k = min(int((cand_src >= 0).sum()), 30 * n + 100)
+        if k == 0:
+            continue
+        top = torch.topk(cand_src, k).indices.cpu().numpy()
+        pts = np.stack(np.unravel_index(top, shape_np), -1).astype(np.float64)
+        radius = r
+        while len(chosen_l) < n and radius >= 0:
+            taken = set(chosen_l)
+            cp = (
+                [
+                    np.stack(
+                        np.unravel_index(np.array(chosen_l, dtype=np.int64), shape_np), -1
+                    ).astype(np.float64)
+                ]
+                if chosen_l
+                else []
+            )
+            sel = cp[0] if cp else np.zeros((0, nd))
+            for j, idx in enumerate(top):
+                if len(chosen_l) >= n:
+                    break
+                if int(idx) in taken:
+                    continue
+                if (
+                    sel.shape[0]
+                    and radius > 0
+                    and float(((sel - pts[j]) ** 2).sum(1).min()) < radius * radius
+                ):
+                    continue
+                chosen_l.append(int(idx))
+                taken.add(int(idx))
+                sel = np.vstack([sel, pts[j : j + 1]])
+            radius = radius / 2 if radius > 0.5 else -1
+    chosen = torch.as_tensor(chosen_l[:n], dtype=torch.int64, device=s.device)
     coords = torch.stack(torch.unravel_index(chosen, s.shape), -1)
     gain = flat_s[chosen]
     # greedy nearest-neighbour tour from the scanner position
@@ -577,16 +634,22 @@ def sparse_reconstruct(
     v = as_float_tensor(samples, "samples")
     check_nonempty(v, "samples")
     if v.ndim not in (2, 3):
-        raise ValueError(f"samples: expected a 2-D (y, x) image or 3-D (z, y, x) volume, got shape {tuple(v.shape)}")
+        raise ValueError(
+            f"samples: expected a 2-D (y, x) image or 3-D (z, y, x) volume, got shape {tuple(v.shape)}"
+        )
     m = torch.as_tensor(mask, device=v.device)
     if m.dtype != torch.bool:
         raise TypeError(f"mask: expected a boolean array (True = sampled), got dtype {m.dtype}")
     if tuple(m.shape) != tuple(v.shape):
-        raise ValueError(f"mask: expected the shape of samples {tuple(v.shape)}, got {tuple(m.shape)}")
+        raise ValueError(
+            f"mask: expected the shape of samples {tuple(v.shape)}, got {tuple(m.shape)}"
+        )
     if not bool(m.any()):
         raise ValueError("mask: expected at least one sampled pixel, got none")
     if not bool(torch.isfinite(v[m]).all()):
-        raise ValueError(f"samples: expected finite values at sampled pixels, got {int((~torch.isfinite(v[m])).sum())} NaN/inf")
+        raise ValueError(
+            f"samples: expected finite values at sampled pixels, got {int((~torch.isfinite(v[m])).sum())} NaN/inf"
+        )
     v = torch.where(m, v, torch.zeros_like(v))
     if uncertainty == "local":
         rec = reconstruct(v, m, confidence=confidence)
@@ -606,7 +669,15 @@ class SparseEstimator:
     :class:`~components.feedback.loop.SimulatedImager`) and returns the belief.
     """
 
-    def __init__(self, shape: Sequence[int], *, rule: str = "erd", uncertainty: str = "local", noise: float = 0.0, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        rule: str = "erd",
+        uncertainty: str = "local",
+        noise: float = 0.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
         self.values = torch.zeros(tuple(shape), dtype=dtype)
         self.mask = torch.zeros(tuple(shape), dtype=torch.bool)
         self.kw = {"rule": rule, "uncertainty": uncertainty, "noise": noise}
@@ -631,13 +702,22 @@ class UncertaintyPolicy:
         self.min_distance = min_distance
         self.position: torch.Tensor | None = None
 
-    def propose(self, belief: Any, budget: int, constraints: Mapping[str, Any] | None = None) -> Proposal:
+    def propose(
+        self, belief: Any, budget: int, constraints: Mapping[str, Any] | None = None
+    ) -> Proposal:
         c = dict(constraints or {})
         mask = belief.mask
         if "region" in c:
             mask = mask | ~torch.as_tensor(c["region"], dtype=torch.bool)
         pos = c.get("position", self.position)
-        coords, gain = select_batch(belief.rec.score, mask, budget, min_distance=self.min_distance, path_cost=self.path_cost, position=pos)
+        coords, gain = select_batch(
+            belief.rec.score,
+            mask,
+            budget,
+            min_distance=self.min_distance,
+            path_cost=self.path_cost,
+            position=pos,
+        )
         if coords.shape[0]:
             self.position = coords[-1]
         return Proposal(coords=coords, gain=gain)
@@ -696,7 +776,9 @@ def _acquire_region(
         glob = coords + torch.as_tensor(offset, dtype=torch.int64)
         vals = torch.as_tensor(measure(glob)).to(values.dtype).reshape(-1)
         if vals.shape[0] != coords.shape[0]:
-            raise ValueError(f"measure: expected {coords.shape[0]} values for {coords.shape[0]} coordinates, got {vals.shape[0]}")
+            raise ValueError(
+                f"measure: expected {coords.shape[0]} values for {coords.shape[0]} coordinates, got {vals.shape[0]}"
+            )
         idx = tuple(coords[:, i] for i in range(coords.shape[1]))
         values = values.index_put(idx, vals)
         mask = mask.index_put(idx, torch.ones(coords.shape[0], dtype=torch.bool))
@@ -706,7 +788,14 @@ def _acquire_region(
         path += float((pts[1:] - pts[:-1]).norm(dim=1).sum()) if pts.shape[0] > 1 else 0.0
         position = coords[-1]
         spent += coords.shape[0]
-        history.append({"spent": float(spent), "mean_uncertainty": float(belief.uncertainty.mean()), "elapsed": _time.perf_counter() - t0, "path_length": path})
+        history.append(
+            {
+                "spent": float(spent),
+                "mean_uncertainty": float(belief.uncertainty.mean()),
+                "elapsed": _time.perf_counter() - t0,
+                "path_length": path,
+            }
+        )
     return values, mask
 
 
@@ -780,14 +869,20 @@ def adaptive_acquire(
     if len(shape) not in (2, 3) or any(s <= 0 for s in shape):
         raise ValueError(f"shape: expected a 2-D or 3-D positive field shape, got {shape}")
     total = math.prod(shape)
-    n_budget = int(round(budget * total)) if isinstance(budget, float) and budget < 1 else int(budget)
+    n_budget = round(budget * total) if isinstance(budget, float) and budget < 1 else int(budget)
     if not 0 < n_budget <= total:
-        raise ValueError(f"budget: expected 1..{total} measurements (or a fraction in (0, 1)), got {budget!r}")
-    n_init = int(round(initial * n_budget)) if isinstance(initial, float) and initial < 1 else int(initial)
+        raise ValueError(
+            f"budget: expected 1..{total} measurements (or a fraction in (0, 1)), got {budget!r}"
+        )
+    n_init = (
+        round(initial * n_budget) if isinstance(initial, float) and initial < 1 else int(initial)
+    )
     if n_init < 1:
         raise ValueError(f"initial: expected at least one initial sample, got {initial!r}")
     if n_budget < n_init:
-        raise ValueError(f"budget: expected at least the initial scan ({n_init} samples), got {n_budget}")
+        raise ValueError(
+            f"budget: expected at least the initial scan ({n_init} samples), got {n_budget}"
+        )
     if batch is None:
         batch = max(1, (n_budget - n_init) // 20)
     if batch < 1:
@@ -799,16 +894,38 @@ def adaptive_acquire(
     coords = initial_scan(shape, n_init)
     vals = torch.as_tensor(measure(coords)).to(dtype).reshape(-1)
     if vals.shape[0] != n_init:
-        raise ValueError(f"measure: expected {n_init} values for {n_init} coordinates, got {vals.shape[0]}")
+        raise ValueError(
+            f"measure: expected {n_init} values for {n_init} coordinates, got {vals.shape[0]}"
+        )
     values = torch.zeros(shape, dtype=dtype)
     mask = torch.zeros(shape, dtype=torch.bool)
     idx = tuple(coords[:, i] for i in range(len(shape)))
     values[idx] = vals
     mask[idx] = True
-    history: list[dict[str, float]] = [{"spent": float(n_init), "mean_uncertainty": math.nan, "elapsed": _time.perf_counter() - t0, "path_length": 0.0}]
+    history: list[dict[str, float]] = [
+        {
+            "spent": float(n_init),
+            "mean_uncertainty": math.nan,
+            "elapsed": _time.perf_counter() - t0,
+            "path_length": 0.0,
+        }
+    ]
     rest = n_budget - n_init
     if tile is None or all(s <= tile for s in shape):
-        values, mask = _acquire_region(measure, shape, values, mask, rest, batch, kw, path_cost, t0, wall_time, history, (0,) * len(shape))
+        values, mask = _acquire_region(
+            measure,
+            shape,
+            values,
+            mask,
+            rest,
+            batch,
+            kw,
+            path_cost,
+            t0,
+            wall_time,
+            history,
+            (0,) * len(shape),
+        )
     else:
         first = sparse_reconstruct(values, mask, **kw)
         starts = [list(range(0, s, tile)) for s in shape]
@@ -828,10 +945,29 @@ def adaptive_acquire(
             free = int((~sub_m).sum())
             if share <= 0 or free == 0 or not bool(sub_m.any()):
                 continue
-            sub_v, sub_m = _acquire_region(measure, tuple(sub_v.shape), sub_v, sub_m, min(int(share), free), batch, kw, path_cost, t0, wall_time, history, c)
+            sub_v, sub_m = _acquire_region(
+                measure,
+                tuple(sub_v.shape),
+                sub_v,
+                sub_m,
+                min(int(share), free),
+                batch,
+                kw,
+                path_cost,
+                t0,
+                wall_time,
+                history,
+                c,
+            )
             values[sl], mask[sl] = sub_v, sub_m
     final = sparse_reconstruct(values, mask, **kw)
-    return AcquisitionResult(reconstruction=final.reconstruction, mask=mask, uncertainty=final.uncertainty, samples=values, history=history)
+    return AcquisitionResult(
+        reconstruction=final.reconstruction,
+        mask=mask,
+        uncertainty=final.uncertainty,
+        samples=values,
+        history=history,
+    )
 
 
 class AdaptiveSampling(Component):
@@ -855,10 +991,26 @@ class AdaptiveSampling(Component):
     differentiable = True
     footprint = 16
 
-    def __init__(self, *, rule: str = "erd", uncertainty: str = "local", noise: float = 0.0, confidence: float = 1.0, members: int = 8, alpha: float = 0.1) -> None:
+    def __init__(
+        self,
+        *,
+        rule: str = "erd",
+        uncertainty: str = "local",
+        noise: float = 0.0,
+        confidence: float = 1.0,
+        members: int = 8,
+        alpha: float = 0.1,
+    ) -> None:
         check_in(rule, "rule", _RULES)
         check_in(uncertainty, "uncertainty", ("local", "ensemble"))
-        super().__init__(rule=rule, uncertainty=uncertainty, noise=noise, confidence=confidence, members=members, alpha=alpha)
+        super().__init__(
+            rule=rule,
+            uncertainty=uncertainty,
+            noise=noise,
+            confidence=confidence,
+            members=members,
+            alpha=alpha,
+        )
 
     def forward(self, samples: torch.Tensor, mask: torch.Tensor) -> SparseReconstruction:
         return sparse_reconstruct(samples, mask, **self._config)
@@ -875,8 +1027,16 @@ class AdaptiveSampling(Component):
     @classmethod
     def bad_examples(cls) -> list[tuple[dict[str, np.ndarray], type[Exception], str]]:
         return [
-            ({"samples": np.zeros((8, 8)), "mask": np.zeros((8, 8), dtype=bool)}, ValueError, "at least one sampled"),
-            ({"samples": np.zeros((8, 8)), "mask": np.ones((8, 9), dtype=bool)}, ValueError, "mask"),
+            (
+                {"samples": np.zeros((8, 8)), "mask": np.zeros((8, 8), dtype=bool)},
+                ValueError,
+                "at least one sampled",
+            ),
+            (
+                {"samples": np.zeros((8, 8)), "mask": np.ones((8, 9), dtype=bool)},
+                ValueError,
+                "mask",
+            ),
         ]
 
     @classmethod
@@ -897,20 +1057,41 @@ class AdaptiveSampling(Component):
             modality="microscopy",
             scale="micro",
             inputs={
-                "samples": TensorSchema(axes="yx", dtype="any", description="values measured so far (0 elsewhere)"),
+                "samples": TensorSchema(
+                    axes="yx", dtype="any", description="values measured so far (0 elsewhere)"
+                ),
                 "mask": TensorSchema(axes="yx", dtype="bool", description="True where measured"),
             },
             outputs={
-                "reconstruction": TensorSchema(axes="yx", dtype="any", description="inpainted field"),
-                "uncertainty": TensorSchema(axes="yx", dtype="any", description="per-pixel uncertainty"),
-                "score": TensorSchema(axes="yx", dtype="any", description="expected gain of measuring each pixel next"),
+                "reconstruction": TensorSchema(
+                    axes="yx", dtype="any", description="inpainted field"
+                ),
+                "uncertainty": TensorSchema(
+                    axes="yx", dtype="any", description="per-pixel uncertainty"
+                ),
+                "score": TensorSchema(
+                    axes="yx", dtype="any", description="expected gain of measuring each pixel next"
+                ),
             },
             differentiable=True,
             description="Uncertainty-guided scanning for large-field multiphoton microscopy: multiscale normalised-convolution reconstruction from sparse samples, local-variance uncertainty and expected-reduction-in-distortion acquisition.",
-            tags=("adaptive-sampling", "multiphoton", "sparse-scanning", "inpainting", "uncertainty"),
+            tags=(
+                "adaptive-sampling",
+                "multiphoton",
+                "sparse-scanning",
+                "inpainting",
+                "uncertainty",
+            ),
             authors=("learndock developers",),
         )
-        return [Declaration(spec=spec, params={"rule": "erd", "uncertainty": "local"}, reference_data=lambda seed: ref.fluorescence_field(seed, shape=(128, 128)), example=example)]
+        return [
+            Declaration(
+                spec=spec,
+                params={"rule": "erd", "uncertainty": "local"},
+                reference_data=lambda seed: ref.fluorescence_field(seed, shape=(128, 128)),
+                example=example,
+            )
+        ]
 
 
 @dataclasses.dataclass

@@ -63,7 +63,9 @@ class TrajectoryEstimate:
         return self.std
 
 
-def state_space(dt: torch.Tensor, *, model: str = "constant_velocity") -> tuple[torch.Tensor, torch.Tensor]:
+def state_space(
+    dt: torch.Tensor, *, model: str = "constant_velocity"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Transition matrices ``F`` and unit-spectral-density process covariances ``Q``.
 
     Parameters
@@ -100,7 +102,12 @@ def state_space(dt: torch.Tensor, *, model: str = "constant_velocity") -> tuple[
         Q = torch.cat([torch.cat([dt**3 / 3, dt**2 / 2], -1), torch.cat([dt**2 / 2, dt], -1)], -2)
     else:
         F = torch.cat(
-            [torch.cat([one, dt, dt**2 / 2], -1), torch.cat([zero, one, dt], -1), torch.cat([zero, zero, one], -1)], -2
+            [
+                torch.cat([one, dt, dt**2 / 2], -1),
+                torch.cat([zero, one, dt], -1),
+                torch.cat([zero, zero, one], -1),
+            ],
+            -2,
         )
         Q = torch.cat(
             [
@@ -127,11 +134,15 @@ def _from_series(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return x.reshape((t, *rest)).movedim(0, -3)
 
 
-def _validate(positions: Any, rate: float | None, time: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _validate(
+    positions: Any, rate: float | None, time: Any, mask: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pos = as_float_tensor(positions, "positions")
     check_nonempty(pos, "positions")
     if pos.ndim < 3:
-        raise ValueError(f"positions: expected (*batch, t, marker, c) with at least 3 axes, got shape {tuple(pos.shape)}")
+        raise ValueError(
+            f"positions: expected (*batch, t, marker, c) with at least 3 axes, got shape {tuple(pos.shape)}"
+        )
     t = pos.shape[-3]
     if time is None:
         if rate is None:
@@ -141,18 +152,26 @@ def _validate(positions: Any, rate: float | None, time: Any, mask: Any) -> tuple
     else:
         tt = as_float_tensor(time, "time", dtype=pos.dtype, device=pos.device, allow_nan=False)
         if tt.ndim != 1 or tt.shape[0] != t:
-            raise ValueError(f"time: expected a 1-D array of length {t} (the t axis of positions), got shape {tuple(tt.shape)}")
+            raise ValueError(
+                f"time: expected a 1-D array of length {t} (the t axis of positions), got shape {tuple(tt.shape)}"
+            )
         dt = tt.diff()
         if (dt <= 0).any():
             i = int(torch.nonzero(dt <= 0)[0])
-            raise ValueError(f"time: expected strictly increasing time stamps, got time[{i}]={float(tt[i])!r} >= time[{i + 1}]={float(tt[i + 1])!r}")
+            raise ValueError(
+                f"time: expected strictly increasing time stamps, got time[{i}]={float(tt[i])!r} >= time[{i + 1}]={float(tt[i + 1])!r}"
+            )
     obs = torch.isfinite(pos)
     if mask is not None:
         m = torch.as_tensor(mask, device=pos.device)
         if m.dtype != torch.bool:
-            raise TypeError(f"mask: expected a boolean array (True = observed), got dtype {m.dtype}")
+            raise TypeError(
+                f"mask: expected a boolean array (True = observed), got dtype {m.dtype}"
+            )
         if tuple(m.shape) != tuple(pos.shape):
-            raise ValueError(f"mask: expected the shape of positions {tuple(pos.shape)}, got {tuple(m.shape)}")
+            raise ValueError(
+                f"mask: expected the shape of positions {tuple(pos.shape)}, got {tuple(m.shape)}"
+            )
         obs = obs & m
     return pos, dt, obs
 
@@ -220,7 +239,7 @@ def kalman_filter(
     The log-likelihood is the prediction-error decomposition
     ``sum_k -1/2 (log 2 pi S_k + e_k^2 / S_k)`` over observed samples.
     """
-    t, B = z.shape
+    t, _B = z.shape
     m = obs.to(z.dtype)
     zz = torch.where(obs, z, torch.zeros_like(z))
     r_t = torch.as_tensor(r, dtype=z.dtype, device=z.device)
@@ -378,8 +397,15 @@ def _kf_cv(
     return mean, cov, ll
 
 
-def _prior(z: torch.Tensor, obs: torch.Tensor, dt: torch.Tensor, r: torch.Tensor, d: int, initial_velocity_std: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    t, B = z.shape
+def _prior(
+    z: torch.Tensor,
+    obs: torch.Tensor,
+    dt: torch.Tensor,
+    r: torch.Tensor,
+    d: int,
+    initial_velocity_std: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _t, B = z.shape
     first = obs.to(torch.int64).argmax(0)
     zz = torch.where(obs, z, torch.zeros_like(z))
     x0 = z.new_zeros(B, d)
@@ -394,14 +420,16 @@ def _prior(z: torch.Tensor, obs: torch.Tensor, dt: torch.Tensor, r: torch.Tensor
         v0 = z.new_full((B,), float(initial_velocity_std))
         step = float(dt.mean()) if dt.numel() else 1.0
     rr = r if r.ndim <= 1 else r[0]
-    diag = [rr.expand(B) if rr.ndim else rr.expand(B), v0**2]
+    diag = [rr.expand(B), v0**2]
     if d == 3:
         diag.append((v0 / step) ** 2)
     P0 = torch.diag_embed(torch.stack(diag, -1))
     return x0, P0
 
 
-def low_rank_fill(positions: torch.Tensor, observed: torch.Tensor, *, rank: int = 6, iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def low_rank_fill(
+    positions: torch.Tensor, observed: torch.Tensor, *, rank: int = 6, iterations: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill missing samples from a low-rank (PCA) model across markers.
 
     Parameters
@@ -430,8 +458,14 @@ def low_rank_fill(positions: torch.Tensor, observed: torch.Tensor, *, rank: int 
     replacement of the missing entries by its reconstruction.
     """
     X = positions
-    mu = (torch.where(observed, X, torch.zeros_like(X)).sum(0) / observed.sum(0).clamp_min(1))
-    sd = torch.sqrt((torch.where(observed, X - mu, torch.zeros_like(X)) ** 2).sum(0) / observed.sum(0).clamp_min(1)) + 1e-9
+    mu = torch.where(observed, X, torch.zeros_like(X)).sum(0) / observed.sum(0).clamp_min(1)
+    sd = (
+        torch.sqrt(
+            (torch.where(observed, X - mu, torch.zeros_like(X)) ** 2).sum(0)
+            / observed.sum(0).clamp_min(1)
+        )
+        + 1e-9
+    )
     Y = (X - mu) / sd
     k = max(1, min(rank, min(Y.shape) - 1))
     low = Y
@@ -439,7 +473,9 @@ def low_rank_fill(positions: torch.Tensor, observed: torch.Tensor, *, rank: int 
         U, s, Vh = torch.linalg.svd(Y, full_matrices=False)
         low = (U[:, :k] * s[:k]) @ Vh[:k]
         Y = torch.where(observed, Y, low)
-    resid = torch.where(observed, (Y - low) ** 2, torch.zeros_like(Y)).sum(0) / observed.sum(0).clamp_min(1)
+    resid = torch.where(observed, (Y - low) ** 2, torch.zeros_like(Y)).sum(0) / observed.sum(
+        0
+    ).clamp_min(1)
     return Y * sd + mu, resid * sd**2
 
 
@@ -548,8 +584,12 @@ def rts_smooth(
     _check_series_observed(obs_s, shape)
     d = 2 if model == "constant_velocity" else 3
     F, Q = state_space(dt, model=model)
-    q_t = q if isinstance(q, torch.Tensor) else torch.tensor(float(q), dtype=z.dtype, device=z.device)
-    r_t = r if isinstance(r, torch.Tensor) else torch.tensor(float(r), dtype=z.dtype, device=z.device)
+    q_t = (
+        q if isinstance(q, torch.Tensor) else torch.tensor(float(q), dtype=z.dtype, device=z.device)
+    )
+    r_t = (
+        r if isinstance(r, torch.Tensor) else torch.tensor(float(r), dtype=z.dtype, device=z.device)
+    )
     q_t, r_t = q_t.to(z), r_t.to(z)
     x0, P0 = _prior(z, obs_s, dt, r_t, d, initial_velocity_std)
     mean, cov, ll = kalman_filter(z, obs_s, F, Q, q_t, r_t, x0, P0)
@@ -571,7 +611,11 @@ def rts_smooth(
             rvar = torch.cat(rvars, 0)
             z2 = torch.where(gaps, fill, z)
             obs2 = obs_s | gaps
-            r2 = torch.where(gaps, r_t + rvar[None, :].expand(t, -1), r_t.expand(t, z.shape[1]) if r_t.ndim <= 1 else r_t)
+            r2 = torch.where(
+                gaps,
+                r_t + rvar[None, :].expand(t, -1),
+                r_t.expand(t, z.shape[1]) if r_t.ndim <= 1 else r_t,
+            )
             x0, P0 = _prior(z2, obs2, dt, r_t, d, initial_velocity_std)
             mean, cov, _ = kalman_filter(z2, obs2, F, Q, q_t, r2, x0, P0)
     sm = _from_series(mean[..., 0], shape)
@@ -630,7 +674,9 @@ def fit_noise(
     F, Q = state_space(dt64, model=model)
     h = float(dt64.mean()) if dt64.numel() else 1.0
     if q0 is None or r0 is None:
-        d2 = torch.where(obs_s[2:] & obs_s[1:-1] & obs_s[:-2], zd[2:] - 2 * zd[1:-1] + zd[:-2], torch.nan)
+        d2 = torch.where(
+            obs_s[2:] & obs_s[1:-1] & obs_s[:-2], zd[2:] - 2 * zd[1:-1] + zd[:-2], torch.nan
+        )
         v2 = float(torch.nanmean(d2**2)) if bool(torch.isfinite(d2).any()) else 1.0
         r0 = v2 / 12 if r0 is None else r0
         q0 = v2 / (2 * h ** (2 * d - 1)) if q0 is None else q0
@@ -639,7 +685,14 @@ def fit_noise(
     lq = torch.tensor(math.log(q0), dtype=torch.float64, requires_grad=True)
     lr = torch.tensor(math.log(r0), dtype=torch.float64, requires_grad=True)
     n = max(int(obs_s.sum()), 1)
-    opt = torch.optim.LBFGS([lq, lr], lr=1.0, max_iter=iterations, tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [lq, lr],
+        lr=1.0,
+        max_iter=iterations,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -689,7 +742,13 @@ class KalmanSmoother(Component):
         check_positive(r, "r")
         check_in(model, "model", _MODELS)
         super().__init__(
-            rate=rate, q=q, r=r, model=model, coupling_rank=coupling_rank, long_gap=long_gap, initial_velocity_std=initial_velocity_std
+            rate=rate,
+            q=q,
+            r=r,
+            model=model,
+            coupling_rank=coupling_rank,
+            long_gap=long_gap,
+            initial_velocity_std=initial_velocity_std,
         )
         self.log_q = nn.Parameter(torch.tensor(math.log(q), dtype=torch.float64))
         self.log_r = nn.Parameter(torch.tensor(math.log(r), dtype=torch.float64))
@@ -736,11 +795,27 @@ class KalmanSmoother(Component):
             task="trajectory-smoothing",
             modality="biomechanics",
             scale="macro",
-            inputs={"positions": TensorSchema(axes="*tmc", dtype="any", units="mm", description="marker positions, NaN in gaps")},
+            inputs={
+                "positions": TensorSchema(
+                    axes="*tmc",
+                    dtype="any",
+                    units="mm",
+                    description="marker positions, NaN in gaps",
+                )
+            },
             outputs={
-                "positions": TensorSchema(axes="*tmc", dtype="any", units="mm", description="smoothed, gap-filled positions"),
-                "std": TensorSchema(axes="*tmc", dtype="any", units="mm", description="posterior standard deviation"),
-                "log_likelihood": TensorSchema(axes="", dtype="any", description="marginal log-likelihood"),
+                "positions": TensorSchema(
+                    axes="*tmc",
+                    dtype="any",
+                    units="mm",
+                    description="smoothed, gap-filled positions",
+                ),
+                "std": TensorSchema(
+                    axes="*tmc", dtype="any", units="mm", description="posterior standard deviation"
+                ),
+                "log_likelihood": TensorSchema(
+                    axes="", dtype="any", description="marginal log-likelihood"
+                ),
             },
             differentiable=True,
             description="Constant-velocity Kalman/RTS smoother that fills marker occlusion gaps of 100 Hz gait capture with per-sample uncertainty; q, r refinable by marginal likelihood.",

@@ -97,7 +97,9 @@ class Proposal:
 class Policy(Protocol):
     """Chooses the next measurements from a belief."""
 
-    def propose(self, belief: Belief, budget: int, constraints: Mapping[str, Any] | None = None) -> Proposal:
+    def propose(
+        self, belief: Belief, budget: int, constraints: Mapping[str, Any] | None = None
+    ) -> Proposal:
         """At most ``budget`` measurements that maximise the expected gain."""
         ...
 
@@ -120,7 +122,13 @@ class ForwardModel(Protocol):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor: ...
 
 
-def adjoint_mismatch(model: ForwardModel, shape: tuple[int, ...], *, seed: int = 0, dtype: torch.dtype = torch.float64) -> float:
+def adjoint_mismatch(
+    model: ForwardModel,
+    shape: tuple[int, ...],
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> float:
     """Relative mismatch ``|<Ax, y> - <x, A^T y>| / (|Ax| |y|)`` on random vectors.
 
     A correct forward/adjoint pair gives a value at rounding level (about 1e-15 in float64).
@@ -234,7 +242,9 @@ def run_loop(
     if not isinstance(batch, int) or batch <= 0:
         raise ValueError(f"batch: expected a positive integer, got {batch!r}")
     if initial is not None and len(initial) > budget:
-        raise ValueError(f"budget: expected at least the initial scan size {len(initial)}, got {budget}")
+        raise ValueError(
+            f"budget: expected at least the initial scan size {len(initial)}, got {budget}"
+        )
     t0 = _time.perf_counter()
     history: list[dict[str, float]] = []
     spent = 0
@@ -253,7 +263,9 @@ def run_loop(
             stopped = "wall_time"
             break
         if belief is None:
-            raise ValueError("initial: expected an initial scan (the policy needs a first belief), got None")
+            raise ValueError(
+                "initial: expected an initial scan (the policy needs a first belief), got None"
+            )
         n = min(batch, budget - spent)
         prop = policy.propose(belief, n, constraints)
         if len(prop) == 0:
@@ -276,7 +288,9 @@ def run_loop(
         if callback is not None:
             callback(rounds, belief)
     if belief is None:
-        raise ValueError("initial: expected an initial scan (the policy needs a first belief), got None")
+        raise ValueError(
+            "initial: expected an initial scan (the policy needs a first belief), got None"
+        )
     return LoopResult(belief=belief, spent=spent, rounds=rounds, history=history, stopped=stopped)
 
 
@@ -301,7 +315,14 @@ class SimulatedImager:
     measured in this call.
     """
 
-    def __init__(self, truth: torch.Tensor, *, noise: float = 0.0, photons: float | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        truth: torch.Tensor,
+        *,
+        noise: float = 0.0,
+        photons: float | None = None,
+        seed: int = 0,
+    ) -> None:
         if noise < 0:
             raise ValueError(f"noise: expected a non-negative standard deviation, got {noise!r}")
         self.truth = truth
@@ -348,7 +369,14 @@ class SimulatedPhotometer:
     all True (a cloud-out can be simulated by a ``weather`` probability).
     """
 
-    def __init__(self, light_curve: Callable[[torch.Tensor], torch.Tensor], *, flux_err: float = 0.01, weather: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        light_curve: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        flux_err: float = 0.01,
+        weather: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         if flux_err < 0:
             raise ValueError(f"flux_err: expected a non-negative noise level, got {flux_err!r}")
         if not 0 <= weather < 1:

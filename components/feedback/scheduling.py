@@ -102,7 +102,9 @@ def gp_kernel(t1: torch.Tensor, t2: torch.Tensor, params: GPParams) -> torch.Ten
     return a2 * se * torch.exp(-2 * torch.sin(math.pi * r / p) ** 2 / g**2)
 
 
-def _validate_lc(time: Any, flux: Any, flux_err: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _validate_lc(
+    time: Any, flux: Any, flux_err: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     t = as_float_tensor(time, "time", allow_nan=False)
     check_nonempty(t, "time")
     f = as_float_tensor(flux, "flux", dtype=t.dtype, device=t.device, allow_nan=False)
@@ -113,16 +115,22 @@ def _validate_lc(time: Any, flux: Any, flux_err: Any) -> tuple[torch.Tensor, tor
     dt = t.diff()
     if bool((dt <= 0).any()):
         i = int(torch.nonzero(dt <= 0)[0])
-        raise ValueError(f"time: expected strictly increasing time stamps, got time[{i}]={float(t[i])!r} >= time[{i + 1}]={float(t[i + 1])!r}")
+        raise ValueError(
+            f"time: expected strictly increasing time stamps, got time[{i}]={float(t[i])!r} >= time[{i + 1}]={float(t[i + 1])!r}"
+        )
     if flux_err is None:
         e = torch.zeros_like(t)
     else:
         e = as_float_tensor(flux_err, "flux_err", dtype=t.dtype, device=t.device, allow_nan=False)
-        e = e.expand(t.shape) if e.ndim == 0 else e
+        e = e.reshape(()).expand(t.shape) if e.numel() == 1 else e
         if e.shape != t.shape:
-            raise ValueError(f"flux_err: expected a scalar or the shape of time {tuple(t.shape)}, got {tuple(e.shape)}")
+            raise ValueError(
+                f"flux_err: expected a scalar or the shape of time {tuple(t.shape)}, got {tuple(e.shape)}"
+            )
         if bool((e < 0).any()):
-            raise ValueError(f"flux_err: expected non-negative noise levels, got min={float(e.min())!r}")
+            raise ValueError(
+                f"flux_err: expected non-negative noise levels, got min={float(e.min())!r}"
+            )
     return t, f, e
 
 
@@ -131,7 +139,9 @@ def _noise(e: torch.Tensor, params: GPParams) -> torch.Tensor:
     return e * e + j * j
 
 
-def log_marginal_likelihood(time: torch.Tensor, flux: torch.Tensor, flux_err: torch.Tensor | None, params: GPParams) -> torch.Tensor:
+def log_marginal_likelihood(
+    time: torch.Tensor, flux: torch.Tensor, flux_err: torch.Tensor | None, params: GPParams
+) -> torch.Tensor:
     """``log p(flux | time, params)`` of the GP (differentiable in every parameter).
 
     Notes
@@ -141,13 +151,25 @@ def log_marginal_likelihood(time: torch.Tensor, flux: torch.Tensor, flux_err: to
     """
     t, f, e = _validate_lc(time, flux, flux_err)
     K = gp_kernel(t, t, params) + torch.diag(_noise(e, params))
-    L = torch.linalg.cholesky(K + 1e-9 * K.diagonal().mean() * torch.eye(len(t), dtype=t.dtype, device=t.device))
+    L = torch.linalg.cholesky(
+        K + 1e-9 * K.diagonal().mean() * torch.eye(len(t), dtype=t.dtype, device=t.device)
+    )
     r = (f - torch.as_tensor(params.mean, dtype=t.dtype, device=t.device))[:, None]
     a = torch.cholesky_solve(r, L)
-    return -0.5 * (r * a).sum() - torch.log(L.diagonal()).sum() - 0.5 * len(t) * math.log(2 * math.pi)
+    return (
+        -0.5 * (r * a).sum() - torch.log(L.diagonal()).sum() - 0.5 * len(t) * math.log(2 * math.pi)
+    )
 
 
-def gp_posterior(time: torch.Tensor, flux: torch.Tensor, flux_err: torch.Tensor | None, grid: torch.Tensor, params: GPParams, *, full_cov: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def gp_posterior(
+    time: torch.Tensor,
+    flux: torch.Tensor,
+    flux_err: torch.Tensor | None,
+    grid: torch.Tensor,
+    params: GPParams,
+    *,
+    full_cov: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and covariance (or variance) of the latent light curve on ``grid``.
 
     Returns
@@ -167,7 +189,9 @@ def gp_posterior(time: torch.Tensor, flux: torch.Tensor, flux_err: torch.Tensor 
     t, f, e = _validate_lc(time, flux, flux_err)
     grid = grid.to(t)
     K = gp_kernel(t, t, params) + torch.diag(_noise(e, params))
-    L = torch.linalg.cholesky(K + 1e-9 * K.diagonal().mean() * torch.eye(len(t), dtype=t.dtype, device=t.device))
+    L = torch.linalg.cholesky(
+        K + 1e-9 * K.diagonal().mean() * torch.eye(len(t), dtype=t.dtype, device=t.device)
+    )
     mu = torch.as_tensor(params.mean, dtype=t.dtype, device=t.device)
     Ks = gp_kernel(grid, t, params)
     alpha = torch.cholesky_solve((f - mu)[:, None], L)[:, 0]
@@ -179,7 +203,15 @@ def gp_posterior(time: torch.Tensor, flux: torch.Tensor, flux_err: torch.Tensor 
     return mean, (a2 - (V * V).sum(0)).clamp_min(0)
 
 
-def fit_gp(time: Any, flux: Any, flux_err: Any = None, *, kernel: str = "transient", period: float | None = None, iterations: int = 100) -> GPParams:
+def fit_gp(
+    time: Any,
+    flux: Any,
+    flux_err: Any = None,
+    *,
+    kernel: str = "transient",
+    period: float | None = None,
+    iterations: int = 100,
+) -> GPParams:
     """Fit GP hyperparameters by maximising the marginal likelihood (L-BFGS on logs).
 
     Parameters
@@ -218,13 +250,26 @@ def fit_gp(time: Any, flux: Any, flux_err: Any = None, *, kernel: str = "transie
         if period is None:
             from astropy.timeseries import LombScargle
 
-            freq, power = LombScargle(t.numpy(), f.numpy()).autopower(minimum_frequency=2 / span, maximum_frequency=len(t) / (2 * span) * 2, samples_per_peak=20)
+            freq, power = LombScargle(t.numpy(), f.numpy()).autopower(
+                minimum_frequency=2 / span,
+                maximum_frequency=len(t) / (2 * span) * 2,
+                samples_per_peak=20,
+            )
             period = float(1 / freq[int(np.argmax(power))])
         check_positive(period, "period")
         init.update(period=period, gamma=1.0, lengthscale=max(span / 2, 3 * period))
-    logs = {k: torch.tensor(math.log(v), dtype=torch.float64, requires_grad=True) for k, v in init.items()}
-    mean = torch.tensor(float(f.median()) if kernel != "transient" else float(f.min()), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([*logs.values(), mean], lr=0.5, max_iter=iterations, line_search_fn="strong_wolfe")
+    logs = {
+        k: torch.tensor(math.log(v), dtype=torch.float64, requires_grad=True)
+        for k, v in init.items()
+    }
+    mean = torch.tensor(
+        float(f.median()) if kernel != "transient" else float(f.min()),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    opt = torch.optim.LBFGS(
+        [*logs.values(), mean], lr=0.5, max_iter=iterations, line_search_fn="strong_wolfe"
+    )
 
     def make() -> GPParams:
         return GPParams(kernel=kernel, **{k: v.exp() for k, v in logs.items()}, mean=mean)
@@ -243,11 +288,29 @@ def fit_gp(time: Any, flux: Any, flux_err: Any = None, *, kernel: str = "transie
     except RuntimeError:  # Cholesky failure for extreme steps: keep the last good values
         pass
     out = make()
-    vals = {k: getattr(out, k) for k in ("amplitude", "lengthscale", "period", "gamma", "jitter", "mean")}
-    return GPParams(kernel=kernel, **{k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in vals.items()})
+    vals = {
+        k: getattr(out, k)
+        for k in ("amplitude", "lengthscale", "period", "gamma", "jitter", "mean")
+    }
+    return GPParams(
+        kernel=kernel,
+        **{
+            k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            for k, v in vals.items()
+        },
+    )
 
 
-def peak_time(time: Any, flux: Any, flux_err: Any, params: GPParams, *, grid: torch.Tensor | None = None, samples: int = 200, seed: int = 0) -> tuple[float, float]:
+def peak_time(
+    time: Any,
+    flux: Any,
+    flux_err: Any,
+    params: GPParams,
+    *,
+    grid: torch.Tensor | None = None,
+    samples: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Time of peak of the latent light curve: posterior-mean argmax and its spread.
 
     Returns
@@ -263,19 +326,29 @@ def peak_time(time: Any, flux: Any, flux_err: Any, params: GPParams, *, grid: to
         grid = torch.linspace(float(t[0]), float(t[-1]), 1000, dtype=torch.float64)
     m, C = gp_posterior(t, f, e, grid, params)
     L = torch.linalg.cholesky(C + 1e-8 * C.diagonal().mean() * torch.eye(len(grid), dtype=C.dtype))
-    z = torch.randn(len(grid), samples, generator=torch.Generator().manual_seed(seed), dtype=C.dtype)
+    z = torch.randn(
+        len(grid), samples, generator=torch.Generator().manual_seed(seed), dtype=C.dtype
+    )
     draws = m[:, None] + L @ z
     tp = grid[draws.argmax(0)]
     return float(grid[m.argmax()]), float(tp.std())
 
 
-def _candidates(now: float, horizon: float, n: int, windows: Sequence[tuple[float, float]] | None, dtype: torch.dtype) -> torch.Tensor:
+def _candidates(
+    now: float,
+    horizon: float,
+    n: int,
+    windows: Sequence[tuple[float, float]] | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     c = torch.linspace(now, now + horizon, n + 1, dtype=dtype)[1:]
     if windows:
         ok = torch.zeros_like(c, dtype=torch.bool)
         for a, b in windows:
             if b < a:
-                raise ValueError(f"windows: expected (start, end) with start <= end, got ({a}, {b})")
+                raise ValueError(
+                    f"windows: expected (start, end) with start <= end, got ({a}, {b})"
+                )
             ok |= (c >= a) & (c <= b)
         c = c[ok]
     return c
@@ -348,7 +421,9 @@ def propose_times(
     t, f, e = t.detach().double(), f.detach().double(), e.detach().double()
     now = float(t[-1]) if now is None else float(now)
     if now < float(t[-1]):
-        raise ValueError(f"now: expected a time at or after the last observation {float(t[-1])!r}, got {now!r}")
+        raise ValueError(
+            f"now: expected a time at or after the last observation {float(t[-1])!r}, got {now!r}"
+        )
     check_positive(horizon, "horizon")
     check_positive(min_separation, "min_separation", strict=False)
     if not isinstance(n, int) or n < 1:
@@ -357,7 +432,9 @@ def propose_times(
     if min_separation > 0 and cand.numel():
         cand = cand[(cand[:, None] - t[None, :]).abs().min(1).values >= min_separation]
     if cand.numel() == 0:
-        return Proposal(coords=torch.zeros(0, dtype=torch.float64), gain=torch.zeros(0, dtype=torch.float64))
+        return Proposal(
+            coords=torch.zeros(0, dtype=torch.float64), gain=torch.zeros(0, dtype=torch.float64)
+        )
     noise_new = float(_noise(e.mean()[None], params)[0]) if e.numel() else float(params.jitter) ** 2
     grid = torch.linspace(float(t[0]), now + horizon, n_grid, dtype=torch.float64)
     Z = torch.cat([grid, cand])
@@ -372,12 +449,18 @@ def propose_times(
         D[idx, idx + 1] = 0.5 / h
         D[idx, idx - 1] = -0.5 / h
         Cg = C[:G, :G]
-        L = torch.linalg.cholesky(Cg + 1e-8 * Cg.diagonal().mean() * torch.eye(G, dtype=torch.float64))
-        z = torch.randn(G, samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        L = torch.linalg.cholesky(
+            Cg + 1e-8 * Cg.diagonal().mean() * torch.eye(G, dtype=torch.float64)
+        )
+        z = torch.randn(
+            G, samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        )
         w = torch.bincount((m[:G, None] + L @ z).argmax(0), minlength=G).to(torch.float64) / samples
     elif target == "period":
         if params.kernel != "quasi_periodic":
-            raise ValueError(f"target: 'period' needs kernel='quasi_periodic', got kernel={params.kernel!r}")
+            raise ValueError(
+                f"target: 'period' needs kernel='quasi_periodic', got kernel={params.kernel!r}"
+            )
     avail = torch.ones(len(cand), dtype=torch.bool)
     obs_t = t.clone()
     for _ in range(n):
@@ -403,10 +486,16 @@ def propose_times(
         obs_t = torch.cat([obs_t, cand[j : j + 1]])
     order = np.argsort(cand[chosen].numpy(), kind="stable")
     times = cand[chosen][order]
-    return Proposal(coords=times, gain=torch.tensor(gains, dtype=torch.float64)[order], settings={"target": target})
+    return Proposal(
+        coords=times,
+        gain=torch.tensor(gains, dtype=torch.float64)[order],
+        settings={"target": target},
+    )
 
 
-def _period_information(t: torch.Tensor, e: torch.Tensor, cand: torch.Tensor, params: GPParams) -> torch.Tensor:
+def _period_information(
+    t: torch.Tensor, e: torch.Tensor, cand: torch.Tensor, params: GPParams
+) -> torch.Tensor:
     """Fisher information about the period for ``t`` plus each candidate (batched)."""
     n = len(t)
     err = torch.cat([e, e.mean().expand(n - len(e))]) if len(e) < n else e
@@ -508,21 +597,56 @@ def gp_schedule(
     """
     check_in(kernel, "kernel", _KERNELS)
     check_positive(flux_err, "flux_err", strict=False)
-    for name, v in (("amplitude", amplitude), ("lengthscale", lengthscale), ("period", period), ("gamma", gamma)):
+    for name, v in (
+        ("amplitude", amplitude),
+        ("lengthscale", lengthscale),
+        ("period", period),
+        ("gamma", gamma),
+    ):
         if float(torch.as_tensor(v).detach()) <= 0:
-            raise ValueError(f"{name}: expected a positive value, got {float(torch.as_tensor(v).detach())!r}")
+            raise ValueError(
+                f"{name}: expected a positive value, got {float(torch.as_tensor(v).detach())!r}"
+            )
     if float(torch.as_tensor(jitter).detach()) < 0:
-        raise ValueError(f"jitter: expected a non-negative noise level, got {float(torch.as_tensor(jitter).detach())!r}")
+        raise ValueError(
+            f"jitter: expected a non-negative noise level, got {float(torch.as_tensor(jitter).detach())!r}"
+        )
     t, f, _ = _validate_lc(time, flux, None)
     e = torch.full_like(t, float(flux_err))
-    params = GPParams(kernel=kernel, amplitude=amplitude, lengthscale=lengthscale, period=period, gamma=gamma, jitter=jitter, mean=mean)
+    params = GPParams(
+        kernel=kernel,
+        amplitude=amplitude,
+        lengthscale=lengthscale,
+        period=period,
+        gamma=gamma,
+        jitter=jitter,
+        mean=mean,
+    )
     now = t[-1]
     frac = torch.linspace(0, 1, n_grid, dtype=t.dtype, device=t.device)
     grid = t[0] + frac * (now + horizon - t[0])
     m, var = gp_posterior(t, f, e, grid, params, full_cov=False)
     with torch.no_grad():
-        pd = GPParams(**{fl.name: (getattr(params, fl.name).detach().double() if isinstance(getattr(params, fl.name), torch.Tensor) else getattr(params, fl.name)) for fl in dataclasses.fields(params)})
-        prop = propose_times(t.detach().double(), f.detach().double(), e.detach().double(), pd, n=n_propose, horizon=horizon, min_separation=min_separation, target=target)
+        pd = GPParams(
+            **{
+                fl.name: (
+                    getattr(params, fl.name).detach().double()
+                    if isinstance(getattr(params, fl.name), torch.Tensor)
+                    else getattr(params, fl.name)
+                )
+                for fl in dataclasses.fields(params)
+            }
+        )
+        prop = propose_times(
+            t.detach().double(),
+            f.detach().double(),
+            e.detach().double(),
+            pd,
+            n=n_propose,
+            horizon=horizon,
+            min_separation=min_separation,
+            target=target,
+        )
     # proposals are offsets from the last observation: they move with it (and carry that
     # gradient); the choice of offset itself is discrete
     nxt = now + (prop.coords.to(t.dtype) - now.detach())
@@ -541,11 +665,21 @@ class SchedulingPolicy:
         check_in(target, "target", _TARGETS)
         self.target = target
 
-    def propose(self, belief: Any, budget: int, constraints: Mapping[str, Any] | None = None) -> Proposal:
+    def propose(
+        self, belief: Any, budget: int, constraints: Mapping[str, Any] | None = None
+    ) -> Proposal:
         c = dict(constraints or {})
         return propose_times(
-            belief.time, belief.flux, belief.flux_err, belief.params, n=budget, now=c.get("now"), horizon=c.get("horizon", 10.0),
-            min_separation=c.get("min_separation", 0.0), windows=c.get("windows"), target=self.target,
+            belief.time,
+            belief.flux,
+            belief.flux_err,
+            belief.params,
+            n=budget,
+            now=c.get("now"),
+            horizon=c.get("horizon", 10.0),
+            min_separation=c.get("min_separation", 0.0),
+            windows=c.get("windows"),
+            target=self.target,
         )
 
 
@@ -588,14 +722,38 @@ class LightCurveScheduler(Component):
     ) -> None:
         check_in(kernel, "kernel", _KERNELS)
         check_in(target, "target", _TARGETS)
-        for name, v in (("amplitude", amplitude), ("lengthscale", lengthscale), ("period", period), ("gamma", gamma), ("jitter", jitter)):
+        for name, v in (
+            ("amplitude", amplitude),
+            ("lengthscale", lengthscale),
+            ("period", period),
+            ("gamma", gamma),
+            ("jitter", jitter),
+        ):
             check_positive(v, name)
         super().__init__(
-            kernel=kernel, amplitude=amplitude, lengthscale=lengthscale, period=period, gamma=gamma, jitter=jitter, mean=mean,
-            flux_err=flux_err, target=target, n_propose=n_propose, horizon=horizon, min_separation=min_separation, n_grid=n_grid,
+            kernel=kernel,
+            amplitude=amplitude,
+            lengthscale=lengthscale,
+            period=period,
+            gamma=gamma,
+            jitter=jitter,
+            mean=mean,
+            flux_err=flux_err,
+            target=target,
+            n_propose=n_propose,
+            horizon=horizon,
+            min_separation=min_separation,
+            n_grid=n_grid,
         )
-        names = ["amplitude", "lengthscale", "jitter"] + (["period", "gamma"] if kernel == "quasi_periodic" else [])
-        self.log_hyper = nn.ParameterDict({k: nn.Parameter(torch.tensor(math.log(float(self._config[k])), dtype=torch.float64)) for k in names})
+        names = ["amplitude", "lengthscale", "jitter"] + (
+            ["period", "gamma"] if kernel == "quasi_periodic" else []
+        )
+        self.log_hyper = nn.ParameterDict(
+            {
+                k: nn.Parameter(torch.tensor(math.log(float(self._config[k])), dtype=torch.float64))
+                for k in names
+            }
+        )
 
     def _hyper(self) -> dict[str, Any]:
         c = dict(self._config)
@@ -609,14 +767,28 @@ class LightCurveScheduler(Component):
     def self_supervised_loss(self, inputs: Mapping[str, Any], output: Any) -> torch.Tensor:
         """Negative log marginal likelihood per observation."""
         c = self._hyper()
-        p = GPParams(kernel=c["kernel"], amplitude=c["amplitude"], lengthscale=c["lengthscale"], period=c["period"], gamma=c["gamma"], jitter=c["jitter"], mean=c["mean"])
+        p = GPParams(
+            kernel=c["kernel"],
+            amplitude=c["amplitude"],
+            lengthscale=c["lengthscale"],
+            period=c["period"],
+            gamma=c["gamma"],
+            jitter=c["jitter"],
+            mean=c["mean"],
+        )
         t = torch.as_tensor(inputs["time"])
-        return -log_marginal_likelihood(t, torch.as_tensor(inputs["flux"]), torch.full_like(t, float(c["flux_err"])), p) / len(t)
+        return -log_marginal_likelihood(
+            t, torch.as_tensor(inputs["flux"]), torch.full_like(t, float(c["flux_err"])), p
+        ) / len(t)
 
     @classmethod
     def bad_examples(cls) -> list[tuple[dict[str, np.ndarray], type[Exception], str]]:
         return [
-            ({"time": np.array([0.0, 2.0, 1.0, 3.0]), "flux": np.zeros(4)}, ValueError, "strictly increasing"),
+            (
+                {"time": np.array([0.0, 2.0, 1.0, 3.0]), "flux": np.zeros(4)},
+                ValueError,
+                "strictly increasing",
+            ),
             ({"time": np.arange(4.0), "flux": np.zeros(5)}, ValueError, "flux"),
         ]
 
@@ -635,22 +807,44 @@ class LightCurveScheduler(Component):
             task="observation-scheduling",
             modality="light-curve",
             scale="cosmic",
-            inputs={"time": TensorSchema(axes="t", dtype="float64", units="d"), "flux": TensorSchema(axes="t", dtype="any")},
+            inputs={
+                "time": TensorSchema(axes="t", dtype="float64", units="d"),
+                "flux": TensorSchema(axes="t", dtype="any"),
+            },
             outputs={
                 "grid": TensorSchema(axes="g", dtype="float64", units="d"),
                 "mean": TensorSchema(axes="g", dtype="any"),
                 "std": TensorSchema(axes="g", dtype="any"),
-                "next_times": TensorSchema(axes="n", dtype="float64", units="d", description="proposed observation times"),
+                "next_times": TensorSchema(
+                    axes="n", dtype="float64", units="d", description="proposed observation times"
+                ),
             },
             differentiable=True,
             description="Matérn-5/2 Gaussian-process light curve of a supernova-like transient and a scheduler that proposes the next observation times to pin down the time of peak, within cadence constraints.",
-            tags=("gaussian-process", "transient", "supernova", "scheduling", "peak-time", "active-learning"),
+            tags=(
+                "gaussian-process",
+                "transient",
+                "supernova",
+                "scheduling",
+                "peak-time",
+                "active-learning",
+            ),
             authors=("learndock developers",),
         )
         return [
             Declaration(
                 spec=spec,
-                params={"kernel": "transient", "amplitude": 1.5, "lengthscale": 6.0, "jitter": 0.05, "target": "peak_time", "n_propose": 3, "horizon": 10.0, "min_separation": 0.5, "n_grid": 64},
+                params={
+                    "kernel": "transient",
+                    "amplitude": 1.5,
+                    "lengthscale": 6.0,
+                    "jitter": 0.05,
+                    "target": "peak_time",
+                    "n_propose": 3,
+                    "horizon": 10.0,
+                    "min_separation": 0.5,
+                    "n_grid": 64,
+                },
                 reference_data=lambda seed: ref.transient_light_curve(seed),
                 example=example,
             )
