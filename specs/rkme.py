@@ -98,7 +98,7 @@ def median_bandwidth(x: torch.Tensor, *, max_points: int = 1000, seed: int = 0) 
     return float(vals.median().sqrt()) / math.sqrt(2.0)
 
 
-def project_simplex(v: torch.Tensor) -> torch.Tensor:
+def project_simplex(v: torch.Tensor, *, _k: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean projection of each row of ``v`` onto the probability simplex
     (sort-based, vectorised; Duchi et al. 2008).
 
@@ -111,7 +111,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     v2 = v.reshape(-1, shape[-1])
     u, _ = torch.sort(v2, dim=-1, descending=True)
     css = u.cumsum(-1) - 1
-    k = torch.arange(1, shape[-1] + 1, device=v.device, dtype=v.dtype)
+    k = _k if _k is not None else torch.arange(1, shape[-1] + 1, device=v.device, dtype=v.dtype)
     cond = u - css / k > 0
     rho = cond.to(v.dtype).cumsum(-1).argmax(-1, keepdim=True)  # last True index
     theta = css.gather(-1, rho) / (rho + 1).to(v.dtype)
@@ -132,9 +132,10 @@ def _qp_simplex(
         torch.linalg.matrix_norm(G, ord="fro")[..., None] * 2 + 1e-12
     )  # Lipschitz bound of the gradient
     y, t = w.clone(), 1.0
+    k = torch.arange(1, n + 1, device=G.device, dtype=G.dtype)
     for _ in range(iters):
         grad = 2 * ((G @ y[..., None])[..., 0] - h)
-        w_new = project_simplex(y - grad / L)
+        w_new = project_simplex(y - grad / L, _k=k)
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         y = w_new + ((t - 1) / t_new) * (w_new - w)
         w, t = w_new, t_new
@@ -330,7 +331,7 @@ class RKME:
                 opt.step()
         with torch.no_grad():
             zf = z.detach()
-            beta = _qp_simplex(_gauss(zf, zf, bw), _gauss(zf, x, bw).mean(1), beta, iters=100)
+            beta = _qp_simplex(_gauss(zf, zf, bw), _gauss(zf, x, bw).mean(1), beta, iters=60)
         return cls(zf.float().cpu(), beta.float().cpu(), bw, featurizer, n)
 
     @classmethod

@@ -243,7 +243,7 @@ def test_concurrent_submits(tmp_path: Path, toy_components: dict) -> None:
             tmp_path / f"p{i}",
             m=4,
         )
-        for i in range(3)
+        for i in range(2)
     ]
     paths.append(paths[0])  # the same package twice at once
     root = str(tmp_path / "r")
@@ -257,14 +257,14 @@ def test_concurrent_submits(tmp_path: Path, toy_components: dict) -> None:
         pr.join(120)
     got = [q.get(timeout=5) for _ in procs]
     assert all(g.startswith("lw-") for g in got), got
-    assert len(set(got)) == 3
+    assert len(set(got)) == 2
     reg = Registry(root)
-    assert len(reg.list()) == 3 and reg.get(got[0]).name.startswith("test.conc")
+    assert len(reg.list()) == 2 and reg.get(got[0]).name.startswith("test.conc")
 
 
 def test_spec_index_direct() -> None:
     g = torch.Generator().manual_seed(0)
-    rk = [RKME.fit(torch.randn(60, 3, generator=g) + i, m=4, bandwidth=1.0) for i in range(8)]
+    rk = [RKME(torch.randn(4, 3, generator=g) + i, torch.full((4,), 0.25), 1.0) for i in range(8)]
     idx = SpecIndex(
         [f"a{i}" for i in range(8)], __import__("specs.rkme", fromlist=["RKMEStack"]).RKMEStack(rk)
     )

@@ -70,8 +70,12 @@ def test_mmd_properties() -> None:
 
 
 def test_batched_mmd_matches_pairwise_and_ranks() -> None:
-    rs = [RKME.fit(_blobs(i, n=150), m=4 + i) for i in range(6)]  # different m: padding
-    q = RKME.fit(_blobs(3, n=150), m=10, seed=1)
+    g = torch.Generator().manual_seed(0)
+    rs = [
+        RKME(torch.randn(4 + i, 4, generator=g) + i, torch.full((4 + i,), 1 / (4 + i)), 1.5)
+        for i in range(6)
+    ]  # different m: padding
+    q = RKME(rs[3].z + 0.1 * torch.randn(rs[3].z.shape, generator=g), rs[3].beta, 1.5)
     stack = RKMEStack(rs)
     d = batched_mmd(q, stack)
     ref = torch.tensor([q.mmd(r) for r in rs], dtype=torch.float64)
