@@ -26,6 +26,24 @@ from specs.semantic import SemanticSpec, TensorSchema
 
 __all__ = ["AutoencoderOutput", "ResidualAutoencoder"]
 
+
+def _chans_total(module: nn.Module) -> int:
+    """Total feature channels of a module's convolutions (a cost proxy)."""
+    return sum(
+        m.out_channels
+        for m in module.modules()
+        if isinstance(
+            m,
+            nn.Conv1d
+            | nn.Conv2d
+            | nn.Conv3d
+            | nn.ConvTranspose1d
+            | nn.ConvTranspose2d
+            | nn.ConvTranspose3d,
+        )
+    )
+
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _TCONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
@@ -269,16 +287,16 @@ class ResidualAutoencoder(Component):
         view = (1, -1) + (1,) * nd
         loss_v = float("nan")
         self.train()
-        for _ in range(int(epochs)):
-            order = torch.randperm(tr.shape[0], generator=gen)
-            for s in range(0, tr.shape[0], int(batch_size)):
-                xb = tr[order[s : s + int(batch_size)]]
-                rec = self._reconstruct(xb)
-                loss = (((xb - rec) / self.std.reshape(view)) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_v = float(loss.detach())
+        # small batches of small convolutions gain nothing from intra-op threads and lose
+        # a lot to oversubscription: train single-threaded below ~1M elements per batch
+        threads = torch.get_num_threads()
+        if tr[: int(batch_size)].numel() * max(_chans_total(self), 1) < (1 << 20):
+            torch.set_num_threads(1)
+        try:
+            self._train_loop(tr, opt, int(epochs), int(batch_size), gen, view)
+        finally:
+            torch.set_num_threads(threads)
+        loss_v = self._last_loss
         self.eval()
         with torch.no_grad():
             e = ((val - self._reconstruct(val)) / self.std.reshape(view)) ** 2
@@ -295,6 +313,27 @@ class ResidualAutoencoder(Component):
             "threshold": float(self.threshold.detach()),
             "temperature": float(self.temperature.detach()),
         }
+
+    def _train_loop(
+        self,
+        tr: Tensor,
+        opt: torch.optim.Optimizer,
+        epochs: int,
+        batch_size: int,
+        gen: torch.Generator,
+        view: tuple[int, ...],
+    ) -> None:
+        self._last_loss = float("nan")
+        for _ in range(epochs):
+            order = torch.randperm(tr.shape[0], generator=gen)
+            for s in range(0, tr.shape[0], batch_size):
+                xb = tr[order[s : s + batch_size]]
+                rec = self._reconstruct(xb)
+                loss = (((xb - rec) / self.std.reshape(view)) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                self._last_loss = float(loss.detach())
 
     def save_weights(self, path: str | Path) -> None:
         """Write the state (weights, normalisation, calibration) as safetensors."""

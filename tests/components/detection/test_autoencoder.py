@@ -19,9 +19,9 @@ def _signals(n: int, length: int, seed: int) -> np.ndarray:
 
 
 def test_flags_planted_anomalies_1d() -> None:
-    train = _signals(160, 64, 0)
+    train = _signals(128, 64, 0)
     ae = ResidualAutoencoder(ndim=1, in_channels=1, channels=[8, 16], seed=1)
-    info = ae.fit(train, epochs=60, batch_size=32, seed=2)
+    info = ae.fit(train, epochs=40, batch_size=32, seed=2)
     assert info["threshold"] > 0
     normal = _signals(40, 64, 3)
     anom = _signals(40, 64, 4)

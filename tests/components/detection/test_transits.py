@@ -203,6 +203,6 @@ def test_tess_wasp126(shared_data) -> None:
         / "tess-wasp126-s01"
         / "hlsp_tess-data-alerts_tess_phot_00025155310-s01_tess_v1_lc.fits"
     )
-    c = transit_search(t, f, min_period=1.0)
+    c = transit_search(t, f, min_period=1.0, max_period=8.0, durations=[0.06, 0.1, 0.14, 0.2])
     assert abs(float(c.period) - 3.2888) / 3.2888 < 1e-3
     assert 0.004 < float(c.depth) < 0.009
