@@ -458,7 +458,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "b_score": float(np.mean([r["b_score"] for r in rs])),
             "c_score": float(np.nanmean([r["c_score"] for r in rs])),
             "b_beats_c": sum(r["b_score"] > r["c_score"] + 1e-9 for r in rs),
-            "b_recalled": sum(str(r["b_origin"]).startswith("recall") for r in rs),
+            "b_recalled": sum(bool(r.get("b_recall") and r["b_recall"][0]["close"]) for r in rs),
         }
     out["by_scale"] = by_scale
     return out
