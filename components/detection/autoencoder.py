@@ -110,6 +110,12 @@ class ResidualAutoencoder(Component):
     (torch.Size([2, 1, 30]), torch.Size([2]))
     """
 
+    mean: Tensor
+    std: Tensor
+    noise_var: Tensor
+    encoder: nn.Sequential
+    decoder: nn.Sequential
+
     name = "detection.autoencoder"
     function = None
     differentiable = True
@@ -379,7 +385,7 @@ class ResidualAutoencoder(Component):
 
         lc_params = {"ndim": 1, "in_channels": 1, "channels": [8, 16]}
         gait_params = {"ndim": 1, "in_channels": 18, "channels": [16, 16]}
-        common = dict(
+        common: dict[str, Any] = dict(
             family="detection",
             task="anomaly-detection",
             differentiable=True,

@@ -128,7 +128,10 @@ def _spot_gain(kernel: Tensor, sig: list[float]) -> float:
     grids = torch.meshgrid(
         *[torch.arange(n, dtype=torch.float64) - (n - 1) / 2 for n in kernel.shape], indexing="ij"
     )
-    spot = torch.exp(-0.5 * sum((g / s) ** 2 for g, s in zip(grids, sig)))
+    e2 = torch.zeros_like(grids[0])
+    for g, s in zip(grids, sig):
+        e2 = e2 + (g / s) ** 2
+    spot = torch.exp(-0.5 * e2)
     return float((kernel.double().cpu() * spot).sum())
 
 
@@ -702,7 +705,7 @@ class SpotDetector(Component):
             "snr": TensorSchema(axes="n", description="matched-filter SNR"),
             "score": TensorSchema(axes="yx", description="dense SNR map"),
         }
-        common = dict(
+        common: dict[str, Any] = dict(
             family="detection",
             task="spot-detection",
             modality="microscopy",

@@ -271,7 +271,7 @@ class TensorResiduals(Component):
             ),
             "residual": TensorSchema(axes="tmc", units="m"),
         }
-        common = dict(
+        common: dict[str, Any] = dict(
             family="detection",
             task="anomaly-detection",
             differentiable=False,

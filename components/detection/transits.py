@@ -934,7 +934,7 @@ class TransitSearch(Component):
             "snr": TensorSchema(axes=""),
             "power": TensorSchema(axes="p", description="BLS periodogram"),
         }
-        common = dict(
+        common: dict[str, Any] = dict(
             family="detection",
             task="transit-search",
             modality="light-curve",
