@@ -843,14 +843,14 @@ def _postprocess(
         except Exception:
             continue
     prelim.sort(key=lambda f: f[0])
-    for i, (_, m, src) in enumerate(prelim[:n_refit]):
-        if i >= 2 and time.perf_counter() > deadline:
-            break  # out of budget: the best two are always refitted
-        if src in BACKENDS and len(m.cs) <= 12:
+    for i, (_, m, src) in enumerate(prelim[: max(n_refit, 20)]):
+        late = i >= 2 and time.perf_counter() > deadline  # the best two are always refitted
+        if src in BACKENDS and len(m.cs) <= 12 and i < n_refit and not late:
             # engine constants (operon optimises in float32): refit in float64
             v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
         else:
-            # analytic candidates are already float64 least-squares fits
+            # analytic candidates are float64 least-squares fits already; engine
+            # candidates past the deadline keep their own constants
             v, mse = m.values, m.loss(cols, y)
         if math.isfinite(mse):
             fitted.append((m.expr(v), mse, src))
