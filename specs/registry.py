@@ -29,6 +29,7 @@ simplex weights minimising the MMD of the mixture.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import math
@@ -657,7 +658,9 @@ class Registry:
         return rec.id
 
     # -- seed ----------------------------------------------------------------------------
-    def seed(self, *, names: Iterable[str] | None = None, strict: bool = True) -> list[str]:
+    def seed(
+        self, *, names: Iterable[str] | None = None, strict: bool = True
+    ) -> builtins.list[str]:
         """Register every discovered built-in/plug-in learnware declaration (idempotent:
         a name and version already registered is skipped).  Returns the ids.
 
@@ -669,8 +672,8 @@ class Registry:
         from specs.package import build_package
 
         wanted = set(names) if names is not None else None
-        ids: list[str] = []
-        failed: list[Problem] = []
+        ids: builtins.list[str] = []
+        failed: builtins.list[Problem] = []
         for name, (cls, decl) in discover_learnwares().items():
             if wanted is not None and name not in wanted:
                 continue
@@ -702,7 +705,9 @@ class Registry:
             row = conn.execute(select(_kv.c.value).where(_kv.c.key == "generation")).first()
         return row[0] if row else "0"
 
-    def _index(self, featurizer: str, d: int) -> tuple[SpecIndex, list[dict[str, Any]]] | None:
+    def _index(
+        self, featurizer: str, d: int
+    ) -> tuple[SpecIndex, builtins.list[dict[str, Any]]] | None:
         gen = self._generation()
         key = f"{featurizer}|{d}"
         hit = self._indexes.get(key)
@@ -761,7 +766,7 @@ class Registry:
         data: Any,
         rkme: RKME | None,
         top: int,
-    ) -> tuple[list[SearchResult], dict[str, Any]]:
+    ) -> tuple[builtins.list[SearchResult], dict[str, Any]]:
         tags = [tags] if isinstance(tags, str) else list(tags)
         if data is not None and modality is None and hasattr(data, "modality"):
             modality = data.modality
@@ -804,7 +809,7 @@ class Registry:
             return res, ctx
         if not cands:
             return [], ctx
-        groups: dict[tuple[str, int], list[str]] = {}
+        groups: dict[tuple[str, int], builtins.list[str]] = {}
         for r, _spec, _s in cands:
             groups.setdefault((r.featurizer, r.d), []).append(r.id)
         if rkme is None and modality is None and len({f for f, _ in groups}) > 1:
@@ -812,7 +817,7 @@ class Registry:
                 f"modality: the candidates span several feature spaces {sorted({f for f, _ in groups})}; "
                 "give modality= (or a semantic filter) so that the data is featurized the right way"
             )
-        results: list[SearchResult] = []
+        results: builtins.list[SearchResult] = []
         ctx["groups"] = []
         for (feat, d), ids in groups.items():
             if rkme is not None:
@@ -863,7 +868,7 @@ class Registry:
         data: Any = None,
         rkme: RKME | None = None,
         top: int = 5,
-    ) -> list[SearchResult]:
+    ) -> builtins.list[SearchResult]:
         """Semantic filter, then MMD ranking to the query RKME.
 
         Parameters
@@ -916,7 +921,7 @@ class Registry:
         k: int = 3,
         candidates: int = 20,
         min_gain: float = 0.05,
-    ) -> list[SearchResult]:
+    ) -> builtins.list[SearchResult]:
         """``k`` learnwares (at most) whose weighted mixture best matches the query data.
 
         The ``candidates`` best single matches are the pool; greedy forward selection adds
