@@ -73,7 +73,7 @@ def gaussian_psf(
     --------
     >>> p = gaussian_psf(1.5, ndim=2)
     >>> tuple(p.shape), round(float(p.sum()), 6)
-    ((15, 15), 1.0)
+    ((13, 13), 1.0)
     """
     s = torch.as_tensor(
         sigma,
@@ -792,7 +792,7 @@ def refine_psf(
     --------
     >>> from components.feedback._reference import bead_image
     >>> y = torch.from_numpy(bead_image(0, shape=(24, 24), sigma=2.0, beads=3))
-    >>> res = refine_psf(y, GaussianPSF(1.4, ndim=2, size=13, isotropic=True), steps=2, iterations=10)
+    >>> res = refine_psf(y, GaussianPSF(1.4, ndim=2, size=13, isotropic=True), steps=2, iterations=20, lr=0.08)
     >>> bool(res.psf_model.sigma.detach()[0] > 1.4)  # moved toward the planted 2.0 px
     True
     """

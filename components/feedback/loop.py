@@ -231,9 +231,10 @@ def run_loop(
     Examples
     --------
     >>> import torch
-    >>> from components.feedback.adaptive_sampling import SparseEstimator, UncertaintyPolicy
-    >>> truth = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
-    >>> res = run_loop(SimulatedImager(truth), SparseEstimator(truth.shape), UncertaintyPolicy(), 60, batch=20)
+    >>> from components.feedback.adaptive_sampling import SparseEstimator, UncertaintyPolicy, initial_scan
+    >>> truth = torch.rand(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> first = Proposal(initial_scan(truth.shape, 20), torch.zeros(20))
+    >>> res = run_loop(SimulatedImager(truth), SparseEstimator(truth.shape), UncertaintyPolicy(), 60, batch=20, initial=first)
     >>> res.spent, res.stopped
     (60, 'budget')
     """
