@@ -17,6 +17,7 @@ become ordinary sympy with :func:`unprotect`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -542,10 +543,7 @@ def evaluate_expression(
     else:
         cvals = dict(constants or {})
         names = list(cvals)
-    template = parse_expression(expression, variables, names)
-    body = _compile(
-        template, {v: i for i, v in enumerate(variables)}, {n: j for j, n in enumerate(names)}
-    )
+    body = _compiled(expression, tuple(variables), tuple(names))
     c = (
         torch.stack([torch.as_tensor(cvals[n], dtype=x.dtype, device=x.device) for n in names]).to(
             x.dtype
@@ -558,6 +556,16 @@ def evaluate_expression(
         out + x.new_zeros(x.shape[:-1])
         if isinstance(out, torch.Tensor)
         else x.new_full(x.shape[:-1], float(out))
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(expression: str, variables: tuple[str, ...], names: tuple[str, ...]) -> _Fn:
+    """Parse and compile once per (expression, variables, constants): a pipeline stage
+    calls :func:`evaluate_expression` at every step."""
+    template = parse_expression(expression, variables, names)
+    return _compile(
+        template, {v: i for i, v in enumerate(variables)}, {n: j for j, n in enumerate(names)}
     )
 
 
