@@ -57,6 +57,11 @@ _RULES = ("variance", "variance_signal", "erd")
 _PRIMES = (2, 3, 5, 7, 11, 13)
 
 
+def _idx(*slices: slice) -> tuple[Any, ...]:
+    """``(..., *slices)``: an index on the trailing axes."""
+    return (..., *slices)
+
+
 # --------------------------------------------------------------------------------------
 # initial scan
 # --------------------------------------------------------------------------------------
@@ -147,7 +152,7 @@ def _smooth(x: torch.Tensor, sigma: float, nd: int) -> torch.Tensor:
     y = F.interpolate(
         y, scale_factor=f, mode="bilinear" if nd == 2 else "trilinear", align_corners=False
     )
-    y = y[(..., *[slice(0, n) for n in sp])]
+    y = y[_idx(*[slice(0, n) for n in sp])]
     return y.reshape(*lead, *sp)
 
 
@@ -460,7 +465,9 @@ def select_batch(
         grids = torch.meshgrid(
             *[torch.arange(k, dtype=torch.float64, device=s.device) for k in s.shape], indexing="ij"
         )
-        dist = torch.sqrt(sum((g - float(p)) ** 2 for g, p in zip(grids, position)))
+        dist = torch.sqrt(
+            torch.stack([(g - float(p)) ** 2 for g, p in zip(grids, position)]).sum(0)
+        )
         diag = math.sqrt(sum(k * k for k in s.shape))
         s = torch.where(s >= 0, s / (1 + path_cost * dist / diag), s)
     free = int((~mask).sum())
@@ -680,7 +687,7 @@ class SparseEstimator:
     ) -> None:
         self.values = torch.zeros(tuple(shape), dtype=dtype)
         self.mask = torch.zeros(tuple(shape), dtype=torch.bool)
-        self.kw = {"rule": rule, "uncertainty": uncertainty, "noise": noise}
+        self.kw: dict[str, Any] = {"rule": rule, "uncertainty": uncertainty, "noise": noise}
 
     def update(self, measurement: torch.Tensor, mask: torch.Tensor) -> _BeliefView:
         m = torch.as_tensor(mask, dtype=torch.bool)
@@ -890,7 +897,7 @@ def adaptive_acquire(
     check_in(rule, "rule", _RULES)
     check_in(uncertainty, "uncertainty", ("local", "ensemble"))
     t0 = _time.perf_counter()
-    kw = {"rule": rule, "uncertainty": uncertainty, "noise": noise}
+    kw: dict[str, Any] = {"rule": rule, "uncertainty": uncertainty, "noise": noise}
     coords = initial_scan(shape, n_init)
     vals = torch.as_tensor(measure(coords)).to(dtype).reshape(-1)
     if vals.shape[0] != n_init:

@@ -41,6 +41,11 @@ __all__ = [
 _PADDINGS = ("reflect", "zero", "periodic")
 
 
+def _idx(*slices: slice) -> tuple[Any, ...]:
+    """``(..., *slices)``: an index on the trailing axes."""
+    return (..., *slices)
+
+
 # --------------------------------------------------------------------------------------
 # PSF models
 # --------------------------------------------------------------------------------------
@@ -298,7 +303,7 @@ class _Blur:
             self.workers = max(1, torch.get_num_threads())
 
     def _apply(self, x: torch.Tensor, otf: torch.Tensor, np_otf: Any) -> torch.Tensor:
-        crop = (..., *[slice(0, n) for n in self.shape])
+        crop: tuple[Any, ...] = (..., *[slice(0, n) for n in self.shape])
         if (
             self.fast
             and x.device.type == "cpu"
@@ -325,7 +330,7 @@ class _Blur:
         X = sfft.rfftn(x, s=self.fft_shape, axes=self.dims, workers=self.workers)
         X *= self.np_otf_conj if adjoint else self.np_otf
         y = sfft.irfftn(X, s=self.fft_shape, axes=self.dims, workers=self.workers)
-        return y[(..., *[slice(0, n) for n in self.shape])]
+        return y[_idx(*[slice(0, n) for n in self.shape])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._apply(x, self.otf, getattr(self, "np_otf", None))
@@ -378,7 +383,7 @@ def _tv_divergence(x: torch.Tensor, nd: int, eps: float) -> torch.Tensor:
     for ax in range(x.ndim - nd, x.ndim):
         g = torch.diff(x, dim=ax, append=x.narrow(ax, x.shape[ax] - 1, 1))
         grads.append(g)
-    norm = torch.sqrt(sum(g * g for g in grads) + eps)
+    norm = torch.sqrt(torch.stack([g * g for g in grads]).sum(0) + eps)
     div = torch.zeros_like(x)
     for g, ax in zip(grads, range(x.ndim - nd, x.ndim)):
         u = g / norm
@@ -413,7 +418,7 @@ def blur(image: torch.Tensor, psf: torch.Tensor, *, padding: str = "reflect") ->
         h = [k // 2 for k in p.shape]
         ext = _reflect_pad(img, h)
         out = _Blur(p, ext.shape[-nd:], "zero").forward(ext)
-        return out[(..., *[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
+        return out[_idx(*[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
     return _Blur(p, img.shape[-nd:], padding).forward(img)
 
 
@@ -537,7 +542,7 @@ def richardson_lucy(
             xn *= op.np_apply(yn / conv, adjoint=True)
         x = torch.from_numpy(xn)
         if padding == "reflect":
-            x = x[(..., *[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
+            x = x[_idx(*[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
         return x
     pred = x
     x_prev: torch.Tensor | None = None
@@ -570,7 +575,7 @@ def richardson_lucy(
             pred = (x + alpha * (x - x_prev)).clamp_min(eps)
         g_prev = g
     if padding == "reflect":
-        x = x[(..., *[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
+        x = x[_idx(*[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
     return x
 
 
@@ -641,7 +646,7 @@ def richardson_lucy_tiled(
         outer = [
             slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(inner, halos, sp)
         ]
-        block = img[(..., *outer)].to(dev)
+        block = img[_idx(*outer)].to(dev)
         pp = p.to(dev)
         if any(k > b for k, b in zip(pp.shape, block.shape[-nd:])):
             crop = [
@@ -655,7 +660,7 @@ def richardson_lucy_tiled(
             pp = pp / pp.sum()
         res = richardson_lucy(block, pp, **kwargs)
         local = [slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer)]
-        out[(..., *inner)] = res[(..., *local)].to(out.device)
+        out[_idx(*inner)] = res[_idx(*local)].to(out.device)
     return out
 
 

@@ -250,8 +250,10 @@ def kalman_filter(
         if z.device.type == "cpu" and not needs_grad:
             # Same element-wise recursions on NumPy views: ~10x less per-op overhead
             # than torch dispatch for the (B,)-sized operations of a long time loop.
-            np_args = [v.detach().numpy() for v in (zz, m, q_t, r_t, x0, P0)]
-            mean, cov, ll = _kf_cv(*np_args[:2], F[:, 0, 1].tolist(), *np_args[2:], smooth, xp=np)
+            a_z, a_m, a_q, a_r, a_x0, a_P0 = (v.detach().numpy() for v in (zz, m, q_t, r_t, x0, P0))
+            mean, cov, ll = _kf_cv(
+                a_z, a_m, F[:, 0, 1].tolist(), a_q, a_r, a_x0, a_P0, smooth, xp=np
+            )
             return torch.from_numpy(mean), torch.from_numpy(cov), torch.as_tensor(ll, dtype=z.dtype)
         return _kf_cv(zz, m, F[:, 0, 1].tolist(), q_t, r_t, x0, P0, smooth)
     if q_t.ndim == 1:
@@ -302,13 +304,13 @@ def _is_cv(F: torch.Tensor) -> bool:
 
 
 def _kf_cv(
-    zz: torch.Tensor,
-    m: torch.Tensor,
+    zz: Any,
+    m: Any,
     dts: list[float],
-    q: torch.Tensor,
-    r: torch.Tensor,
-    x0: torch.Tensor,
-    P0: torch.Tensor,
+    q: Any,
+    r: Any,
+    x0: Any,
+    P0: Any,
     smooth: bool,
     xp: Any = torch,
 ) -> tuple[Any, Any, Any]:
