@@ -826,7 +826,7 @@ class SINDy(Component):
             tab = _reference.cell_bead_track(0, n=200)
             return {"t": tab[:, 0], "x": tab[:, 1:].astype(np.float32)}
 
-        common = {"differentiable": False, "authors": ("learndock",)}
+        common: dict[str, Any] = {"differentiable": False, "authors": ("learndock",)}
         return [
             Declaration(
                 spec=SemanticSpec(

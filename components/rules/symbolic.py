@@ -926,7 +926,9 @@ def symbolic_regression(
         operators=operators,
         max_length=max_length,
     )
-    pred = res.best.evaluate(xt.detach().to(torch.float64)).to(xt.dtype)
+    pred = res.best.evaluate(xt.detach().to(torch.float64))
+    assert isinstance(pred, torch.Tensor)  # tensor in, tensor out
+    pred = pred.to(xt.dtype)
     return SymbolicFit(
         prediction=pred,
         loss=xt.new_tensor(res.pareto[[e.chosen for e in res.pareto].index(True)].loss),
