@@ -28,11 +28,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/learndock demo
 
+# Two pytest workers with one torch thread each use both cores without oversubscription.
+TEST_ARGS := -n 2 --timeout=1800 --doctest-modules tests specs components pipelines sample_data learndock
+
 test: install
-	$(BIN)/python -m pytest -q -m "not slow and not slurm" --timeout=900
+	LEARNDOCK_TEST_THREADS=1 $(BIN)/python -m pytest -q -m "not slow and not slurm" $(TEST_ARGS)
 
 test-all: install
-	$(BIN)/python -m pytest -q --timeout=1800
+	LEARNDOCK_TEST_THREADS=1 $(BIN)/python -m pytest -q $(TEST_ARGS)
 	$(MAKE) docs
 
 lint: install

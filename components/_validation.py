@@ -116,10 +116,14 @@ def check_finite(x: torch.Tensor | np.ndarray, name: str) -> None:
     bad = ~torch.isfinite(x) if isinstance(x, torch.Tensor) else ~np.isfinite(x)
     n = int(bad.sum())
     if n:
-        raise ValueError(f"{name}: expected finite values, got {n} NaN/inf of {x.size if isinstance(x, np.ndarray) else x.numel()} entries")
+        raise ValueError(
+            f"{name}: expected finite values, got {n} NaN/inf of {x.size if isinstance(x, np.ndarray) else x.numel()} entries"
+        )
 
 
-def check_ndim(x: torch.Tensor | np.ndarray, name: str, ndims: int | Sequence[int], axes: str | None = None) -> None:
+def check_ndim(
+    x: torch.Tensor | np.ndarray, name: str, ndims: int | Sequence[int], axes: str | None = None
+) -> None:
     """Raise ``ValueError`` unless ``x.ndim`` is one of ``ndims``."""
     allowed = (ndims,) if isinstance(ndims, int) else tuple(ndims)
     if x.ndim not in allowed:
@@ -144,10 +148,14 @@ def check_positive(value: float, name: str, *, strict: bool = True) -> None:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name}: expected a number, got {value!r}") from exc
     if not math.isfinite(v) or (v <= 0 if strict else v < 0):
-        raise ValueError(f"{name}: expected a {'positive' if strict else 'non-negative'} finite number, got {value!r}")
+        raise ValueError(
+            f"{name}: expected a {'positive' if strict else 'non-negative'} finite number, got {value!r}"
+        )
 
 
-def check_range(value: float, name: str, low: float | None = None, high: float | None = None) -> None:
+def check_range(
+    value: float, name: str, low: float | None = None, high: float | None = None
+) -> None:
     """Raise ``ValueError`` unless ``low <= value <= high``."""
     v = float(value)
     if (low is not None and v < low) or (high is not None and v > high) or math.isnan(v):
@@ -163,7 +171,9 @@ def check_in(value: Any, name: str, allowed: Sequence[Any]) -> None:
 def check_same_length(a: Any, b: Any, name_a: str, name_b: str) -> None:
     """Raise ``ValueError`` if ``len(a) != len(b)``."""
     if len(a) != len(b):
-        raise ValueError(f"{name_a} and {name_b}: expected the same length, got {len(a)} and {len(b)}")
+        raise ValueError(
+            f"{name_a} and {name_b}: expected the same length, got {len(a)} and {len(b)}"
+        )
 
 
 def check_axes(axes: str, name: str, allowed: str = "tczyx") -> None:

@@ -221,7 +221,11 @@ def discover_components(*, refresh: bool = False) -> dict[str, type[Component]]:
         try:
             obj = ep.load()
         except Exception as exc:
-            warnings.warn(f"learndock: could not load component entry point {ep.name!r} ({ep.value}): {exc}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"learndock: could not load component entry point {ep.name!r} ({ep.value}): {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             continue
         for cls in _classes_from(obj):
             other = found.get(cls.name)
@@ -267,7 +271,9 @@ def discover_learnwares() -> dict[str, tuple[type[Component], Declaration]]:
     for cls in discover_components().values():
         for decl in cls.learnwares():
             if decl.name in out:
-                raise ValueError(f"learnware name {decl.name!r} is declared twice (by {out[decl.name][0].name!r} and {cls.name!r})")
+                raise ValueError(
+                    f"learnware name {decl.name!r} is declared twice (by {out[decl.name][0].name!r} and {cls.name!r})"
+                )
             out[decl.name] = (cls, decl)
     return dict(sorted(out.items()))
 
@@ -290,7 +296,9 @@ def _check_plain(value: Any, path: str) -> Any:
             return _check_plain(OmegaConf.to_container(value, resolve=True), path)
     except ImportError:  # pragma: no cover
         pass
-    raise TypeError(f"{path}: component params must be plain data (numbers, strings, lists, dicts), got {type(value).__name__}")
+    raise TypeError(
+        f"{path}: component params must be plain data (numbers, strings, lists, dicts), got {type(value).__name__}"
+    )
 
 
 def instantiate(config: Mapping[str, Any], **overrides: Any) -> Component:
@@ -362,7 +370,11 @@ def outputs_to_arrays(out: Any, prefix: str = "") -> ArrayDict:
     result: ArrayDict = {}
     for k, v in items:
         sub = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, torch.Tensor | np.ndarray | bool | int | float | np.number) or dataclasses.is_dataclass(v) or isinstance(v, Mapping | tuple | list):
+        if (
+            isinstance(v, torch.Tensor | np.ndarray | bool | int | float | np.number)
+            or dataclasses.is_dataclass(v)
+            or isinstance(v, Mapping | tuple | list)
+        ):
             try:
                 result.update(outputs_to_arrays(v, sub))
             except TypeError:
@@ -370,7 +382,9 @@ def outputs_to_arrays(out: Any, prefix: str = "") -> ArrayDict:
     return result
 
 
-def run_example(module: Component, inputs: Mapping[str, np.ndarray], *, device: str | torch.device = "cpu") -> ArrayDict:
+def run_example(
+    module: Component, inputs: Mapping[str, np.ndarray], *, device: str | torch.device = "cpu"
+) -> ArrayDict:
     """Run ``module`` on an example input dict and return its outputs as arrays.
 
     Inputs are passed to ``forward`` by keyword (float arrays keep their dtype; other
@@ -401,7 +415,13 @@ def set_threads(n: int | None = None) -> int:
     number of usable cores).  Returns the number set."""
     if n is None:
         env = os.environ.get("LEARNDOCK_THREADS")
-        n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = (
+            int(env)
+            if env
+            else len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
     n = max(1, int(n))
     torch.set_num_threads(n)
     return n
@@ -412,4 +432,6 @@ def import_optional(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is not installed: install it with `pip install learndock[{extra}]`") from exc
+        raise ImportError(
+            f"{module} is not installed: install it with `pip install learndock[{extra}]`"
+        ) from exc

@@ -41,7 +41,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 
 
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("LEARNDOCK_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+    return Path(
+        os.environ.get(
+            "LEARNDOCK_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+        )
+    ).resolve()
 
 
 @pytest.fixture
@@ -59,3 +63,14 @@ def registry_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "registry"
     monkeypatch.setenv("LEARNDOCK_REGISTRY", str(root))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hydra() -> None:
+    """Hydra keeps a process-wide singleton: start every test without one, so that a
+    test which composed configs cannot break a later `learndock run/solve` call."""
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+    except ImportError:  # pragma: no cover
+        return
+    GlobalHydra.instance().clear()

@@ -101,6 +101,12 @@ class ResidualAutoencoder(Component):
     (replicate) to a multiple of :math:`2^{levels}` and cropped back.  SiLU (not ReLU) keeps
     the module smooth, so gradients agree with finite differences.
 
+    Raises
+    ------
+    ValueError
+        If the input is empty, has the wrong number of axes for ``ndim``, or holds
+        NaN/inf.
+
     Examples
     --------
     >>> import torch

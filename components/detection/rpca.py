@@ -380,6 +380,11 @@ def rpca_scores(
     -------
     RobustPCAOutput
 
+    Raises
+    ------
+    ValueError
+        If ``movie`` is empty, not 2-D/3-D, or holds NaN/inf.
+
     Notes
     -----
     The score is :math:`z = S/\hat\sigma` with
@@ -387,6 +392,7 @@ def rpca_scores(
     :math:`R = M - L`: under Gaussian noise the non-event entries of :math:`|z|` follow a
     half-normal law, so a threshold of 5 gives a false alarm rate below 1e-6 per entry.
     """
+    check_nonempty(as_float_tensor(movie, "movie"), "movie")
     if online_chunk is not None:
         L, S = robust_pca_online(
             movie, chunk=online_chunk, rank=rank, lam=lam, tol=max(tol, 1e-6), max_iter=max_iter

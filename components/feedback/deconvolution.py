@@ -846,6 +846,12 @@ class Deconvolution(Component):
     them by gradient; :meth:`self_supervised_loss` is the Poisson data fidelity of the
     re-blurred estimate.
 
+    Raises
+    ------
+    ValueError
+        If the image is empty, negative, not 2-D/3-D, holds NaN/inf, or the PSF is larger than
+        the image or not normalisable.
+
     Examples
     --------
     >>> m = Deconvolution(sigma=1.0, iterations=5)

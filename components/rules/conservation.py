@@ -210,6 +210,12 @@ class ConservationLaw(Component):
     max_degree, trig, custom, tol
         See :func:`find_conserved`.
 
+    Raises
+    ------
+    ValueError
+        If ``t`` and ``x`` disagree in length, hold NaN/inf, or there are fewer
+        samples than library terms.
+
     Examples
     --------
     >>> tt = torch.linspace(0, 10, 500, dtype=torch.float64)

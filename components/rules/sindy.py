@@ -752,6 +752,12 @@ class SINDy(Component):
     degree, trig, custom, include_bias, weak, method, window, selection, threshold, ensemble, seed
         See :func:`fit_sindy`.
 
+    Raises
+    ------
+    ValueError
+        If ``t`` and ``x`` disagree in length, hold NaN/inf, a state variable is
+        constant, or there are fewer samples than library terms.
+
     Examples
     --------
     >>> t = torch.linspace(0, 2, 201, dtype=torch.float64)

@@ -945,6 +945,12 @@ class SymbolicRegression(Component):
     names, units, output_unit, backend, budget_s, max_evaluations, seed, operators, max_length
         See :func:`discover`.
 
+    Raises
+    ------
+    ValueError
+        If ``x`` and ``y`` disagree in length, hold NaN/inf, a variable is constant,
+        or the input is empty.
+
     Examples
     --------
     >>> x = torch.linspace(1, 2, 64, dtype=torch.float64)[:, None]

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from learndock.testing import (
-    ContractCase,
-    check_bad_input,
-    check_declaration,
-    check_device,
-    check_example,
-    check_function,
-    check_gradient,
-    check_hydra_roundtrip,
-    contract_cases,
-)
+from learndock.testing import CHECKS, ContractCase, contract_cases
 
 CASES = contract_cases()
 
@@ -28,7 +18,7 @@ def test_components_are_discovered() -> None:
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize(
     "check",
-    [check_declaration, check_example, check_function, check_gradient, check_device, check_hydra_roundtrip, check_bad_input],
+    CHECKS,
     ids=lambda f: f.__name__.removeprefix("check_"),
 )
 def test_contract(case: ContractCase, check) -> None:
