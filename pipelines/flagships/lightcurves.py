@@ -302,7 +302,7 @@ def run(cfg: dict[str, Any], data: RunData, *, device: Any = None) -> RunOutcome
             detrended[i] = d[0]
 
     # transit search
-    engine = str(opts.get("bls", "astropy"))
+    engine = str(opts.get("bls", "torch"))
     if engine == "torch" and available("detection.transits"):
         cands = bls_search_torch(
             time, detrended, min_period=min_period, max_period=max_period, durations=durations
