@@ -206,3 +206,47 @@ def test_tess_wasp126(shared_data) -> None:
     c = transit_search(t, f, min_period=1.0, max_period=8.0, durations=[0.06, 0.1, 0.14, 0.2])
     assert abs(float(c.period) - 3.2888) / 3.2888 < 1e-3
     assert 0.004 < float(c.depth) < 0.009
+
+
+def test_coarse_to_fine_same_best_period_as_exact() -> None:
+    # the benchmark's setting at a smaller size: 500 ppm transit, 300 ppm noise, 30 min
+    t, f = make_light_curve(
+        baseline=200.0, cadence=1 / 48, planets=((3.1234, 1.7, 0.12, 5e-4),), noise=3e-4, seed=4
+    )
+    durs = torch.tensor([0.08, 0.12, 0.16], dtype=torch.float64)
+    tt = torch.as_tensor(t)
+    periods = period_grid(tt, durations=durs.tolist(), min_period=2.9, max_period=3.4)
+    y = torch.as_tensor(f - f.mean())[None]
+    kw = {"weights": torch.full_like(y, 1 / 3e-4**2), "bin_oversample": 3}
+    ex = bls_power(tt, y, periods, durs, method="exact", **kw)
+    fast = bls_power(tt, y, periods, durs, **kw)
+    assert bool(ex.exact.all()) and bool(ex.sample.all())
+    assert 0 < int(fast.sample.sum()) < periods.numel() // 3  # a coarse grid was used
+    k_ex = int(ex.power[0].argmax())
+    assert int(fast.power[0].argmax()) == k_ex and bool(fast.exact[0, k_ex])
+    assert abs(float(periods[k_ex]) - 3.1234) < 2e-3
+    # where evaluated, the values are the exact path's; elsewhere interpolated (bounded)
+    m = fast.exact[0]
+    for name in ("power", "depth", "depth_err", "epoch", "duration"):
+        torch.testing.assert_close(getattr(fast, name)[0, m], getattr(ex, name)[0, m])
+    assert float(fast.power[0, ~m].max()) <= float(ex.power[0].max())
+    # transit_search: same candidate either way
+    kws = {"periods": periods, "durations": durs.tolist(), "detrend": None}
+    a = transit_search(t, f, **kws)
+    b = transit_search(t, f, method="exact", **kws)
+    assert float(a.period) == float(b.period) and float(a.epoch) == float(b.epoch)
+    assert abs(float(a.sde) - float(b.sde)) < 0.15 * float(b.sde)
+
+
+def test_bls_method_and_parameters_validated() -> None:
+    t = torch.linspace(0, 10, 200, dtype=torch.float64)
+    y = torch.zeros(1, 200, dtype=torch.float64)
+    p, d = torch.tensor([2.0, 3.0]), torch.tensor([0.1])
+    with pytest.raises(ValueError, match="method"):
+        bls_power(t, y, p, d, method="fast")
+    with pytest.raises(ValueError, match="top_k"):
+        bls_power(t, y, p, d, top_k=0)
+    with pytest.raises(ValueError, match="coarse_drift"):
+        bls_power(t, y, p, d, coarse_drift=0.0)
+    with pytest.raises(ValueError, match="method"):
+        transit_search(t, y[0] + 1, periods=[2.0, 3.0], method="fast")
