@@ -142,21 +142,75 @@ def _qp_simplex(
     return w
 
 
-def _kmeanspp(x: torch.Tensor, m: int, gen: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (loop over the m centres, vectorised over points)."""
+def _kmeanspp(
+    x: torch.Tensor, m: int, gen: torch.Generator, *, max_points: int = 1024
+) -> torch.Tensor:
+    """k-means++ seeding on a seeded subsample of at most ``max_points`` rows.
+
+    One sequential step per centre (m steps of a few whole-array operations, no loop
+    over points): the next centre is drawn with probability proportional to the squared
+    distance to the nearest chosen centre by inverting the cumulative sum at a
+    pre-drawn uniform (no host synchronisation, so the same code runs on CUDA).
+    """
     n = x.shape[0]
-    idx = [int(torch.randint(n, (1,), generator=gen))]
-    d2 = ((x - x[idx[0]]) ** 2).sum(-1)
-    for _ in range(1, m):
-        p = d2.double().cpu()
-        s = float(p.sum())
-        if s <= 0:
-            nxt = int(torch.randint(n, (1,), generator=gen))
-        else:
-            nxt = int(torch.multinomial(p / s, 1, generator=gen))
+    if n > max_points:
+        x = x[torch.randperm(n, generator=gen)[:max_points].to(x.device)]
+        n = max_points
+    u = torch.rand(m, generator=gen, dtype=torch.float64).to(x.device, x.dtype)
+    xn = (x * x).sum(-1)
+    first = (u[:1] * n).long().clamp_max_(n - 1)
+    idx = [first]
+    d2 = (xn + xn[first] - 2 * (x @ x[first].T)[:, 0]).clamp_min_(0)
+    for j in range(1, m):
+        c = d2.cumsum(0)
+        nxt = torch.searchsorted(c, u[j : j + 1] * c[-1:], right=True).clamp_max_(n - 1)
         idx.append(nxt)
-        d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(-1))
-    return x[idx].clone()
+        d2 = torch.minimum(d2, (xn + xn[nxt] - 2 * (x @ x[nxt].T)[:, 0]).clamp_min_(0))
+    return x[torch.cat(idx)].clone()
+
+
+def _fista_simplex(
+    G: torch.Tensor, h: torch.Tensor, w: torch.Tensor, lip: float, iters: int, k: torch.Tensor
+) -> torch.Tensor:
+    """``iters`` accelerated projected-gradient steps on ``w'Gw - 2h'w`` over the simplex
+    with step ``1/lip`` (``lip`` >= the largest eigenvalue of ``G``)."""
+    y, t = w, 1.0
+    for _ in range(iters):
+        w_new = project_simplex(y - (G @ y - h) / lip, _k=k)
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        y = w_new + ((t - 1) / t_new) * (w_new - w)
+        w, t = w_new, t_new
+    return w
+
+
+def _simplex_weights(
+    Kzz: torch.Tensor,
+    h: torch.Tensor,
+    iters: int,
+    warm: torch.Tensor | None = None,
+    *,
+    exact_lip: bool = True,
+) -> torch.Tensor:
+    """Optimal simplex weights for a fixed reduced set, in float64.
+
+    The unconstrained optimum solves ``K_zz beta = h`` (Cholesky with a relative jitter of
+    1e-6); its simplex projection, or the warm start if that is better, starts ``iters``
+    accelerated projected-gradient steps with the largest eigenvalue (or, cheaper, the
+    largest row sum) as Lipschitz constant.
+    """
+    G, hd = Kzz.double(), h.double()
+    m = G.shape[0]
+    eye = torch.eye(m, dtype=G.dtype, device=G.device)
+    chol, _ = torch.linalg.cholesky_ex(G + 1e-6 * eye)
+    w = project_simplex(torch.cholesky_solve(hd[:, None], chol)[:, 0])
+    if warm is not None:
+        warm = warm.double()
+        if float(warm @ G @ warm - 2 * hd @ warm) < float(w @ G @ w - 2 * hd @ w):
+            w = warm
+    # K_zz has positive entries: its largest row sum bounds the largest eigenvalue
+    lip = float(torch.linalg.eigvalsh(G)[-1] if exact_lip else G.sum(1).max()) + 1e-12
+    k = torch.arange(1, m + 1, device=G.device, dtype=G.dtype)
+    return _fista_simplex(G, hd, w, lip, iters, k)
 
 
 @dataclasses.dataclass
@@ -226,10 +280,10 @@ class RKME:
         seed: int = 0,
         bandwidth: float | None = None,
         featurizer: str = "raw",
-        steps: int = 40,
-        inner: int = 5,
+        steps: int = 16,
+        inner: int = 2,
         batch: int | None = 2048,
-        lr: float = 0.05,
+        lr: float = 3.0,
         device: str | torch.device | None = None,
     ) -> RKME:
         """Fit the reduced set of ``m`` points and simplex weights to the rows of ``X``.
@@ -243,20 +297,23 @@ class RKME:
         m : int
             Size of the reduced set (at most ``n``).
         seed : int
-            Seed of the k-means++ initialisation (deterministic given the seed).
+            Seed of the k-means++ initialisation and of the minibatches (deterministic
+            given the seed).
         bandwidth : float, optional
             Kernel bandwidth; default: median heuristic of ``X``.
         featurizer : str
             Feature-space id stored with the RKME.
         steps : int
-            Joint refinement steps.
+            Joint refinement steps (one fixed-point step on ``z`` each).
         inner : int
-            Projected-gradient iterations on ``beta`` per step (warm-started).
+            Accelerated projected-gradient iterations polishing the closed-form ``beta``
+            per step.
         batch : int or None
             Rows per refinement step (a seeded minibatch when ``n`` is larger; None: all
             rows).  The final ``beta`` is always solved against all rows.
         lr : float
-            Adam step for ``z`` in units of the bandwidth.
+            Relaxation of the preconditioned fixed-point step on ``z`` (1: plain
+            fixed-point iteration; each point moves at most one bandwidth per step).
         device : str or device, optional
             Where to compute; default: where ``X`` is.
 
@@ -272,11 +329,22 @@ class RKME:
 
         Notes
         -----
-        Initialisation: k-means++ centres ``z``; ``beta`` = cluster proportions.
-        Refinement: each step takes one Adam step on ``z`` for the objective in the module
-        docstring and updates ``beta`` on the simplex by ``inner`` accelerated projected
-        gradient iterations warm-started from the previous ``beta`` (the QP is
-        ``m x m``).  All kernel evaluations are matrix products over all points.
+        Initialisation: k-means++ centres ``z`` on a seeded subsample of 1,024 rows.
+        Weights: for fixed ``z`` the optimal unconstrained weights solve
+        :math:`K_{zz} \\beta = K_{zx} 1/n`; they are projected on the simplex and
+        polished by accelerated projected gradient (float64, Cholesky with jitter).
+        Points: setting the gradient of the objective in the module docstring to zero
+        gives, with :math:`a_j = \\frac1n \\sum_i k(z_j, x_i)`,
+
+        .. math::
+
+            z_j = z_j + \\frac{1}{a_j}\\Big[\\frac1n \\sum_i k(z_j, x_i)(x_i - z_j)
+                  - \\sum_l \\beta_l k(z_j, z_l)(z_l - z_j)\\Big],
+
+        a kernel mean-shift towards the data minus a repulsion from the other points
+        (a gradient step preconditioned by :math:`1/(2\\beta_j a_j/\\sigma^2)`).  It is
+        over-relaxed by ``lr`` with heavy-ball momentum 0.5 and capped at one bandwidth
+        per step.  Every kernel evaluation is one matrix product over all points.
         """
         x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
@@ -302,37 +370,36 @@ class RKME:
         if not (bw > 0 and math.isfinite(bw)):
             raise ValueError(f"bandwidth: expected a positive finite float, got {bandwidth!r}")
         gen = torch.Generator().manual_seed(seed)
-        z0 = _kmeanspp(x, m, gen)
-        assign = _sqdist(x, z0).argmin(1)
-        beta = torch.bincount(assign, minlength=m).to(x.dtype) / n
-        z = z0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr * bw)
+        z = _kmeanspp(x, m, gen)
         xn_all = (x * x).sum(-1)
         c = -0.5 / bw**2
+        cap = bw
         nb = min(n, batch) if batch else n
-        with torch.no_grad():
-            for _ in range(steps):
-                if nb < n:  # seeded minibatch of the data for the z-step
-                    sel = torch.randperm(n, generator=gen)[:nb].to(x.device)
-                    xb, xn = x[sel], xn_all[sel]
-                else:
-                    xb, xn = x, xn_all
-                zn = (z * z).sum(-1)
-                Kzx = torch.exp(((zn[:, None] + xn[None, :] - 2 * z @ xb.T).clamp_min_(0)) * c)
-                Kzz = _gauss(z, z, bw)
-                h = Kzx.sum(1) / nb
-                beta = _qp_simplex(Kzz, h, beta, iters=inner)
-                # analytic gradient of beta'Kzz beta - 2 beta'h with respect to z
-                Bzz = Kzz * (beta[:, None] * beta[None, :])
-                g_self = 2 * (z * Bzz.sum(1, keepdim=True) - Bzz @ z) * (-1 / bw**2)
-                Bzx = Kzx * (beta[:, None] / nb)
-                g_data = 2 * (z * Bzx.sum(1, keepdim=True) - Bzx @ xb) / bw**2
-                z.grad = g_self + g_data
-                opt.step()
-        with torch.no_grad():
-            zf = z.detach()
-            beta = _qp_simplex(_gauss(zf, zf, bw), _gauss(zf, x, bw).mean(1), beta, iters=60)
-        return cls(zf.float().cpu(), beta.float().cpu(), bw, featurizer, n)
+        vel = torch.zeros_like(z)
+        beta: torch.Tensor | None = None
+        for _ in range(steps):
+            if nb < n:  # seeded minibatch of the data for the z-step
+                sel = torch.randperm(n, generator=gen)[:nb].to(x.device)
+                xb, xn = x[sel], xn_all[sel]
+            else:
+                xb, xn = x, xn_all
+            zn = (z * z).sum(-1)
+            Kzx = torch.exp((zn[:, None] + xn[None, :] - 2 * z @ xb.T).clamp_min_(0) * c)
+            Kzz = torch.exp((zn[:, None] + zn[None, :] - 2 * z @ z.T).clamp_min_(0) * c)
+            a = Kzx.sum(1) / nb
+            beta = _simplex_weights(Kzz, a, inner, beta, exact_lip=False)
+            B = Kzz * beta.to(x.dtype)[None, :]
+            step = ((Kzx @ xb) / nb - a[:, None] * z - (B @ z - B.sum(1, keepdim=True) * z)) / (
+                a[:, None].clamp_min(torch.finfo(x.dtype).tiny)
+            )
+            vel = 0.5 * vel + lr * step
+            z = z + vel * (cap / vel.norm(dim=1, keepdim=True).clamp_min(cap))
+        zn = (z * z).sum(-1)
+        h = torch.exp((zn[:, None] + xn_all[None, :] - 2 * z @ x.T).clamp_min_(0) * c).mean(1)
+        Kzz = torch.exp((zn[:, None] + zn[None, :] - 2 * z @ z.T).clamp_min_(0) * c)
+        beta = _simplex_weights(Kzz, h, 30, beta)
+        beta = beta.clamp_min(0) / beta.clamp_min(0).sum()
+        return cls(z.float().cpu(), beta.float().cpu(), bw, featurizer, n)
 
     @classmethod
     def from_data(

@@ -172,3 +172,19 @@ def test_cuda_matches_cpu() -> None:
     assert abs(a.mmd(b)) < 1e-2
     st = RKMEStack([a, b], device="cuda")
     assert batched_mmd(a, st).shape == (2,)
+
+
+def test_refinement_improves_on_the_kmeanspp_seeding() -> None:
+    from specs.rkme import _kmeanspp, _simplex_weights
+
+    x = _blobs(4, n=600, d=5)
+    r = RKME.fit(x, m=20, seed=0)
+    z0 = _kmeanspp(x, 20, torch.Generator().manual_seed(0))
+    bw = r.bandwidth
+    w0 = _simplex_weights(_gauss(z0, z0, bw), _gauss(z0, x, bw).mean(1), 200)
+    seeded = _exact_mmd2(x, RKME(z0, w0.float() / w0.float().sum(), bw), bw)
+    assert _exact_mmd2(x, r, bw) < 0.7 * seeded
+    # the weights are near-optimal for the fitted points: a long solve barely improves them
+    w = _simplex_weights(_gauss(r.z, r.z, bw), _gauss(r.z, x, bw).mean(1), 500)
+    best = _exact_mmd2(x, RKME(r.z, w.float() / w.float().sum(), bw), bw)
+    assert _exact_mmd2(x, r, bw) < 1.1 * best
