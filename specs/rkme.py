@@ -51,6 +51,7 @@ __all__ = [
     "mixture_weights",
     "project_simplex",
     "rank_rkmes",
+    "stack_mmd",
 ]
 
 FORMAT = "learndock-rkme/1"
@@ -663,9 +664,28 @@ def batched_mmd(
         raise ValueError(
             f"query RKME ({query.featurizer!r}, d={query.d}) and stack ({stack.featurizer!r}, d={stack.d}) are in different feature spaces"
         )
-    bw = float(bandwidth or query.bandwidth)
-    zq = query.z.to(stack.z.device, stack.z.dtype)
-    bq = query.beta.to(stack.z.device, stack.z.dtype)
+    return stack_mmd(
+        query.z, query.beta, stack, bandwidth=float(bandwidth or query.bandwidth), chunk=chunk
+    )
+
+
+def stack_mmd(
+    z: torch.Tensor, beta: torch.Tensor, stack: RKMEStack, *, bandwidth: float, chunk: int = 16384
+) -> torch.Tensor:
+    r"""MMD from one reduced set ``(z (m, d), beta (m,))`` to every RKME of a stack, in the
+    stack's dtype (the body of :func:`batched_mmd`, for callers holding plain tensors).
+
+    The weights are used as given (no simplex check); the kernel is
+    :math:`\exp(-\|a-b\|^2 / (2\,\mathrm{bandwidth}^2))`.
+
+    Returns
+    -------
+    Tensor
+        ``(N,)`` float64 MMD values (non-negative).
+    """
+    bw = float(bandwidth)
+    zq = z.to(stack.z.device, stack.z.dtype)
+    bq = beta.to(stack.z.device, stack.z.dtype)
     qq = float(bq.double() @ _gauss(zq.double(), zq.double(), bw) @ bq.double())
     ss = stack.self_terms(bw)
     N, mm, d = stack.z.shape

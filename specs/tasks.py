@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from specs.rkme import RKMEStack, stack_mmd
+
 __all__ = [
     "Embedding",
     "Match",
@@ -187,24 +189,22 @@ def mmd_batch(query: Embedding, others: Sequence[Embedding]) -> np.ndarray:
     ]
     if not ok:
         return out
-    g = query.gamma
-    q = torch.from_numpy(query.points).double()
-    qw = torch.from_numpy(query.weights).double()
     m = max(others[i].points.shape[0] for i in ok)
-    d = q.shape[1]
+    d = query.points.shape[1]
     z = torch.zeros(len(ok), m, d, dtype=torch.float64)
     w = torch.zeros(len(ok), m, dtype=torch.float64)
     for j, i in enumerate(ok):
         n = others[i].points.shape[0]
         z[j, :n] = torch.from_numpy(others[i].points).double()
         w[j, :n] = torch.from_numpy(others[i].weights).double()
-    kqq = qw @ torch.exp(-g * torch.cdist(q, q) ** 2) @ qw
-    kqz = torch.einsum(
-        "a,bam,bm->b", qw, torch.exp(-g * torch.cdist(q.expand(len(ok), -1, -1), z) ** 2), w
+    stack = RKMEStack.from_tensors(z, w, featurizer=query.featurizer)
+    mmd = stack_mmd(
+        torch.from_numpy(query.points).double(),
+        torch.from_numpy(query.weights).double(),
+        stack,
+        bandwidth=math.sqrt(0.5 / query.gamma),  # exp(-gamma d^2) = exp(-d^2 / (2 bw^2))
     )
-    kzz = torch.einsum("bn,bnm,bm->b", w, torch.exp(-g * torch.cdist(z, z) ** 2), w)
-    val = (kqq - 2 * kqz + kzz).clamp_min(0).numpy()
-    out[ok] = val
+    out[ok] = (mmd**2).numpy()
     return out
 
 
