@@ -288,7 +288,6 @@ def test_default_root_from_env(registry_root: Path) -> None:
     assert reg.root == registry_root and (registry_root / "index.sqlite").exists()
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # built-ins may warn while running examples
 def test_seed_builtins(tmp_path: Path) -> None:
     from components.base import discover_learnwares
 
@@ -307,7 +306,6 @@ def test_seed_builtins(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_seed_every_builtin(tmp_path: Path) -> None:
     from components.base import discover_learnwares
 
