@@ -120,9 +120,17 @@ class TimelapseModel:
             temporal.append(base + drift + wiggle)
         self.temporal = np.stack(temporal, axis=1)  # (T, rank)
 
-    def expected(self, t: int) -> np.ndarray:
-        """Noise-free photon image of frame ``t`` (float64)."""
-        mu = np.tensordot(self.temporal[t], self.spatial.astype(np.float64), axes=1)
+    def expected(self, t: int, dtype: Any = np.float64) -> np.ndarray:
+        """Noise-free photon image of frame ``t`` (float64, or ``dtype=np.float32``)."""
+        dtype = np.dtype(dtype)
+        if dtype == np.float64:
+            if getattr(self, "_spatial64", None) is None:  # converted once, not per frame
+                self._spatial64 = self.spatial.astype(np.float64)
+            mu = np.tensordot(self.temporal[t], self._spatial64, axes=1)
+        else:
+            mu = np.tensordot(
+                self.temporal[t].astype(dtype), self.spatial.astype(dtype, copy=False), axes=1
+            )
         self._add_gaussians(
             mu, self.positions[t], self.amplitudes, np.full(self.n_spots, self.spot_sigma)
         )
@@ -138,29 +146,70 @@ class TimelapseModel:
     def _add_gaussians(
         img: np.ndarray, pos: np.ndarray, amp: np.ndarray, sigma: np.ndarray
     ) -> None:
-        Y, X = img.shape
-        for (py, px), a, s in zip(pos, amp, sigma):
-            r = math.ceil(4 * s)
-            y0, y1 = max(0, int(py) - r), min(Y, int(py) + r + 2)
-            x0, x1 = max(0, int(px) - r), min(X, int(px) + r + 2)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            gy = np.exp(-((np.arange(y0, y1) - py) ** 2) / (2 * s * s))
-            gx = np.exp(-((np.arange(x0, x1) - px) ** 2) / (2 * s * s))
-            img[y0:y1, x0:x1] += a * gy[:, None] * gx[None, :]
+        """Add unit-peak Gaussians ``a g_s(. - pos)`` in place, all at once (no loop).
 
-    def render(self, t0: int, t1: int) -> np.ndarray:
-        """Camera frames ``t0 .. t1-1`` as uint16; the noise of frame t depends only on (seed, t)."""
+        Each Gaussian covers the window ``int(p) - r .. int(p) + r + 1`` per axis,
+        ``r = ceil(4 s)`` (clipped at the border); the windows are scattered into the
+        image with one unbuffered ``np.add.at`` over their flat indices.
+        """
+        Y, X = img.shape
+        pos = np.asarray(pos, np.float64).reshape(-1, 2)
+        if pos.shape[0] == 0:
+            return
+        amp = np.asarray(amp, np.float64)
+        sigma = np.asarray(sigma, np.float64)
+        r = np.ceil(4 * sigma).astype(np.int64)
+        R = int(r.max())
+        k = np.arange(-R, R + 2)
+        base = pos.astype(np.int64)  # truncation toward zero, as int()
+        iy = base[:, :1] + k  # (n, w)
+        ix = base[:, 1:] + k
+        two_s2 = (2 * sigma * sigma)[:, None]
+        gy = np.exp(-((iy - pos[:, :1]) ** 2) / two_s2)
+        gx = np.exp(-((ix - pos[:, 1:]) ** 2) / two_s2)
+        # the window of spot i spans k in [-r_i, r_i + 1] (and the image)
+        oky = (np.abs(k - 0.5) <= r[:, None] + 0.5) & (iy >= 0) & (iy < Y)
+        okx = (np.abs(k - 0.5) <= r[:, None] + 0.5) & (ix >= 0) & (ix < X)
+        w = (amp[:, None, None] * (gy * oky)[:, :, None]) * (gx * okx)[:, None, :]
+        flat = np.clip(iy, 0, Y - 1)[:, :, None] * X + np.clip(ix, 0, X - 1)[:, None, :]
+        keep = oky[:, :, None] & okx[:, None, :]
+        np.add.at(img.reshape(-1), flat[keep], w[keep].astype(img.dtype, copy=False))
+
+    def render(self, t0: int, t1: int, *, noise: str = "poisson") -> np.ndarray:
+        """Camera frames ``t0 .. t1-1`` as uint16; the noise of frame t depends only on (seed, t).
+
+        ``noise="poisson"`` (default) draws the exact camera model
+        ``offset + gain * Poisson(mu) + Normal(0, read_noise)``.  ``noise="gaussian"`` draws
+        its moment-matched normal approximation
+        ``offset + gain * mu + sqrt(gain^2 mu + read_noise^2) * Normal(0, 1)`` in float32,
+        one standard normal per pixel: about 4x faster, and indistinguishable from the
+        exact model at the photon counts of this model (background >= ~30 photons, where
+        the Poisson skewness ``mu^-1/2`` is below 0.2); meant for multi-GB benchmark
+        archives.  Both are vectorised per frame (no per-pixel Python work).
+        """
+        if noise not in ("poisson", "gaussian"):
+            raise ValueError(f"noise: expected 'poisson' or 'gaussian', got {noise!r}")
         out = np.empty((t1 - t0, *self.shape[1:]), dtype=np.uint16)
         for i, t in enumerate(range(t0, t1)):
-            rng = np.random.default_rng([self.seed, 1, t])
-            mu = self.expected(t)
-            counts = (
-                self.offset
-                + self.gain * rng.poisson(mu)
-                + rng.normal(0.0, self.read_noise, size=mu.shape)
-            )
-            out[i] = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+            if noise == "poisson":
+                rng = np.random.default_rng([self.seed, 1, t])
+                mu = self.expected(t)
+                counts = (
+                    self.offset
+                    + self.gain * rng.poisson(mu)
+                    + rng.normal(0.0, self.read_noise, size=mu.shape)
+                )
+                out[i] = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+                continue
+            rng = np.random.Generator(np.random.SFC64([self.seed, 2, t]))  # fast bits
+            mu = self.expected(t, np.float32)
+            z = rng.standard_normal(size=mu.shape, dtype=np.float32)
+            sd = np.sqrt(np.float32(self.gain**2) * mu + np.float32(self.read_noise**2))
+            z *= sd
+            z += np.float32(self.gain) * mu
+            z += np.float32(self.offset) + np.float32(0.5)  # + 0.5 then truncate = round
+            np.clip(z, 0, 65535, out=z)
+            out[i] = z  # float32 -> uint16 truncates toward zero (z >= 0)
         return out
 
     def truth(self) -> dict[str, Any]:
@@ -288,18 +337,28 @@ def write_timelapse_zarr(
     chunks: tuple[int, int, int] | None = None,
     shards: tuple[int, int, int] | None = None,
     n_workers: int = 1,
+    noise: str = "poisson",
+    compressors: Any = "auto",
     **model: Any,
 ) -> tuple[Path, dict[str, Any]]:
     """Stream a time-lapse of any size (many GB) straight into a Zarr v3 array.
 
-    Frames are rendered block by block (never the whole array in memory), identical to
-    :func:`fluorescence_timelapse` with the same seed and size.  Returns the path of
-    the group (array ``data``, axes ``tyx``) and the truth.
+    Frames are rendered shard by shard (never the whole array in memory) by
+    ``n_workers`` threads (the random draws and the codecs release the GIL), identical to
+    :func:`fluorescence_timelapse` with the same seed and size for ``noise="poisson"``.
+    ``noise="gaussian"`` uses the moment-matched normal camera noise of
+    :meth:`TimelapseModel.render` (about 4x faster; for multi-GB benchmark archives);
+    ``compressors`` is passed to :meth:`zarr.Group.create_array` (``"auto"``: Zarr's
+    default Zstd; e.g. ``zarr.codecs.BloscCodec(cname="lz4", shuffle="bitshuffle")``
+    writes at several hundred MB/s per core).  Returns the path of the group (array
+    ``data``, axes ``tyx``) and the truth.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import zarr
 
+    if noise not in ("poisson", "gaussian"):
+        raise ValueError(f"noise: expected 'poisson' or 'gaussian', got {noise!r}")
     m = timelapse_model(seed, size, **model)
     T, Y, X = m.shape
     chunks = chunks or (1, min(Y, 512), min(X, 512))
@@ -322,12 +381,13 @@ def write_timelapse_zarr(
         chunks=chunks,
         shards=shards,
         dimension_names=["t", "y", "x"],
+        compressors=compressors,
     )
     st = shards[0]
 
     def work(t0: int) -> None:
         t1 = min(T, t0 + st)
-        z[t0:t1] = m.render(t0, t1)
+        z[t0:t1] = m.render(t0, t1, noise=noise)
 
     with ThreadPoolExecutor(max_workers=max(1, n_workers)) as ex:
         list(ex.map(work, range(0, T, st)))
