@@ -406,7 +406,7 @@ def execute_solve(
     )
     # the final pipeline on the full data
     with torch.no_grad():
-        final = res.pipeline.eval()(task.data)
+        final = res.pipeline.eval()(**task.data)
     metrics: dict[str, Any] = {
         "score": res.score,
         "score_kind": "labelled" if labels is not None else "self-supervised",
@@ -456,7 +456,7 @@ def execute_solve(
             provenance=_jsonable(provenance),
             pipeline=" -> ".join(
                 f"{r}: {'+'.join(n)}"
-                for r, n in zip(res.pipeline.roles, res.trace["result"]["stages"])
+                for r, n in zip(S.stage_roles(res.pipeline), res.trace["result"]["stages"])
             ),
         )
     result = {
@@ -601,7 +601,7 @@ def _publish(res: Any, root: Path, task: Any) -> list[str]:
     import torch
 
     from components.base import discover_learnwares
-    from pipelines.solve import EnsembleStage, SelectStage
+    from pipelines.solve import EnsembleStage, SelectStage, stage_modules
     from specs.package import build_package
     from specs.registry import Registry
 
@@ -611,7 +611,7 @@ def _publish(res: Any, root: Path, task: Any) -> list[str]:
     data = {k: v.detach().cpu().numpy() for k, v in task.data.items()}
     ref = data if len(data) > 1 else next(iter(data.values()))
     out: list[str] = []
-    for st, module in zip(res.config["stages"], res.pipeline.stages):
+    for st, module in zip(res.config["stages"], stage_modules(res.pipeline)):
         members = (
             list(module.members) if isinstance(module, EnsembleStage | SelectStage) else [module]
         )

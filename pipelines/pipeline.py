@@ -138,6 +138,19 @@ class RefineResult:
 # helpers
 # --------------------------------------------------------------------------------------
 def _forward_args(module: nn.Module) -> list[inspect.Parameter]:
+    """The named inputs of ``module.forward``.
+
+    A module whose ``forward`` takes ``**kwargs`` (a wrapper around other modules, such
+    as the ensembles of :mod:`pipelines.solve`) names its inputs with a
+    ``forward_parameters()`` method returning :class:`inspect.Parameter` objects.
+    """
+    custom = getattr(module, "forward_parameters", None)
+    if callable(custom):
+        return [
+            p
+            for p in custom()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
     sig = inspect.signature(module.forward)
     return [
         p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)

@@ -52,7 +52,8 @@ import torch
 from torch import nn
 
 from components.base import Component
-from specs.tasks import Embedding, SolvedTask, TaskLibrary, mmd_batch
+from pipelines.pipeline import Pipeline
+from specs.tasks import LEGACY_METHOD, Embedding, SolvedTask, TaskLibrary, mmd_batch
 
 __all__ = [
     "GOALS",
@@ -60,7 +61,6 @@ __all__ = [
     "BudgetTooSmallError",
     "Candidate",
     "CandidateSource",
-    "Chain",
     "DeclarationSource",
     "EnsembleStage",
     "NoCandidateError",
@@ -69,11 +69,14 @@ __all__ = [
     "SolveResult",
     "Task",
     "build_pipeline",
+    "compose_pipeline",
     "embed",
     "primary_name",
     "primary_output",
     "register_goal",
     "solve",
+    "stage_modules",
+    "stage_roles",
 ]
 
 
@@ -322,16 +325,34 @@ def _features(data: Any, modality: str) -> tuple[np.ndarray, str, float | None]:
 
 def embed(data: Any, modality: str, *, m: int = 32, seed: int = 0) -> Embedding:
     """The RKME (as an :class:`~specs.tasks.Embedding`) of ``data`` in the modality's
-    featurizer space.
+    featurizer space, fitted by the dock's :meth:`specs.rkme.RKME.fit`.
+
+    Parameters
+    ----------
+    data : Tensor or dict of Tensor
+        The task's data (featurized by :func:`specs.features.featurize` for the modality;
+        a modality without a featurizer uses per-row summary statistics).
+    modality : str
+        The data's modality.
+    m : int
+        Size of the reduced set.
+    seed : int
+        Seed of the fit (deterministic given the seed).
+
+    Returns
+    -------
+    Embedding
+        Reduced set, simplex weights, kernel parameter and featurizer id, with
+        ``method`` :data:`specs.tasks.EMBEDDING_METHOD`.
 
     Notes
     -----
-    The reduced set is ``m`` k-means centres of the feature rows (a few Lloyd iterations
-    from a seeded k-means++ start) with weights equal to their cluster fractions: the
-    kernel mean :math:`\\frac1n \\sum_i k(x_i, \\cdot)` is approximated by
-    :math:`\\sum_j \\beta_j k(z_j, \\cdot)`.  The Gaussian kernel parameter is
-    :math:`\\gamma = 1 / (2 h^2)` with the featurizer's fixed bandwidth ``h`` (or the median
-    pairwise distance).
+    The kernel mean :math:`\\frac1n \\sum_i k(x_i, \\cdot)` of the feature rows is
+    approximated by :math:`\\sum_j \\beta_j k(z_j, \\cdot)`, :math:`\\beta` on the simplex
+    (see :mod:`specs.rkme`); the Gaussian kernel is
+    :math:`k(a, b) = \\exp(-\\gamma \\lVert a - b \\rVert^2)`, :math:`\\gamma = 1 / (2 h^2)`, with
+    the featurizer's fixed bandwidth ``h`` (or the median heuristic).  The same code
+    builds the RKMEs of registry learnwares, so task and learnware embeddings compare.
 
     Examples
     --------
@@ -339,47 +360,11 @@ def embed(data: Any, modality: str, *, m: int = 32, seed: int = 0) -> Embedding:
     >>> e.points.shape[0] <= 32 and abs(float(e.weights.sum()) - 1) < 1e-5
     True
     """
+    from specs.rkme import RKME
+
     rows, feat_id, bw = _features(data, modality)
-    x = torch.from_numpy(rows).double()
-    n = x.shape[0]
-    if bw is None:
-        d = torch.pdist(x[:512]) if n > 1 else x.new_ones(1)
-        med = float(d.median()) if d.numel() else 1.0
-        bw = med if med > 0 else 1.0
-    gamma = 1.0 / (2.0 * float(bw) ** 2)
-    if n <= m:
-        return Embedding(
-            points=rows, weights=np.full(n, 1.0 / n, np.float32), gamma=gamma, featurizer=feat_id
-        )
-    g = torch.Generator().manual_seed(seed)
-    centres = [x[int(torch.randint(n, (1,), generator=g))]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for _ in range(1, m):
-        total = float(d2.sum())
-        if total <= 0:
-            break
-        centres.append(x[int(torch.multinomial(d2 / total, 1, generator=g))])
-        d2 = torch.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
-    c = torch.stack(centres)
-    xx = (x**2).sum(1, keepdim=True)
-
-    def assign(c: torch.Tensor) -> torch.Tensor:
-        return (xx - 2 * x @ c.T + (c**2).sum(1)).argmin(1)
-
-    for _ in range(8):
-        lab = assign(c)
-        cnt = torch.bincount(lab, minlength=c.shape[0]).double()
-        sums = torch.zeros_like(c).index_add_(0, lab, x)
-        c = torch.where(cnt[:, None] > 0, sums / cnt.clamp_min(1)[:, None], c)
-    lab = assign(c)
-    w = torch.bincount(lab, minlength=c.shape[0]).double() / n
-    keep = w > 0
-    return Embedding(
-        points=c[keep].float().numpy(),
-        weights=w[keep].float().numpy(),
-        gamma=gamma,
-        featurizer=feat_id,
-    )
+    rk = RKME.fit(torch.from_numpy(rows), m=m, seed=seed, bandwidth=bw, featurizer=feat_id)
+    return Embedding.from_any(rk)
 
 
 # --------------------------------------------------------------------------------------
@@ -399,6 +384,9 @@ class Candidate:
     loader: Callable[[], nn.Module] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    schema: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """``{"inputs": {...}, "outputs": {...}}`` from the learnware's semantic spec: the
+    port schemas that :class:`~pipelines.pipeline.Pipeline` checks and adapts."""
 
     def build(self) -> nn.Module:
         """A fresh module: from the registry (with weights) when it came from there, else
@@ -455,10 +443,35 @@ class DeclarationSource:
             d = float(mmd_batch(query, [emb])[0]) if emb is not None else float("inf")
             cfg = {"_target_": cls.name, **dict(decl.params)}
             out.append(
-                Candidate(role.name, name, cfg, decl.spec.task, d, emb, bool(cls.differentiable))
+                Candidate(
+                    role.name,
+                    name,
+                    cfg,
+                    decl.spec.task,
+                    d,
+                    emb,
+                    bool(cls.differentiable),
+                    schema=_spec_schema(decl.spec),
+                )
             )
         out.sort(key=lambda c: (c.mmd, c.learnware))
         return out[:k]
+
+
+def _spec_schema(spec: Any) -> dict[str, Any] | None:
+    """``{"inputs", "outputs"}`` port schemas (plain dicts) of a semantic spec (pydantic
+    model or its dict form); None when it declares none."""
+    d = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec or {})
+    out: dict[str, Any] = {}
+    for part in ("inputs", "outputs"):
+        ports = d.get(part) or {}
+        if isinstance(ports, Mapping) and ports:
+            out[part] = {
+                str(k): {x: y for x, y in dict(v).items() if x in ("axes", "dtype", "units")}
+                for k, v in ports.items()
+                if isinstance(v, Mapping) and "axes" in v
+            }
+    return out or None
 
 
 def _registry_loader(registry: Any, lid: str) -> Callable[[], nn.Module]:
@@ -538,6 +551,7 @@ class RegistrySource(DeclarationSource):
                         emb,
                         bool(rec.spec.get("differentiable", False)),
                         loader=_registry_loader(reg, rid),
+                        schema=_spec_schema(rec.spec),
                     )
                 )
         if not out:
@@ -627,58 +641,245 @@ def primary_name(data: Mapping[str, Any]) -> str:
     return str(next(iter(data)))
 
 
-def _call(module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> Any:
-    """Run ``module`` on its bound inputs (see :func:`_bind`)."""
-    return module(**_bind(module, env, cur, primary))
+def _arg_names(module: nn.Module) -> list[tuple[str, bool]]:
+    """``(name, required)`` of the module's named inputs, as the pipeline wires them."""
+    from pipelines.pipeline import _forward_args
+
+    return [(p.name, p.default is inspect.Parameter.empty) for p in _forward_args(module)]
 
 
-def _bind(
-    module: nn.Module, env: Mapping[str, Any], cur: torch.Tensor, primary: str
-) -> dict[str, Any]:
-    """Bind ``module``'s forward inputs by name.
+def _bind_names(
+    names: Sequence[tuple[str, bool]], available: Sequence[str] | Mapping[str, Any], primary: str
+) -> tuple[str | None, list[str]]:
+    """Which input takes the running value, and which are taken by name.
 
-    The running value ``cur`` (the primary input, then each stage's primary output) goes
-    to the input named like the primary input or, failing that, to the first input that
-    is not available by name; every other input is taken by name from the data and the
-    fields produced upstream (``time`` for a light curve, ...)."""
-    sig = _signature(module)
-    names = [n for n, _ in sig]
+    The running value (the primary input, then each stage's primary output) goes to the
+    input named like the primary input or, failing that, to the first input that is not
+    available by name; every other input is taken by name from the data and the fields
+    produced upstream (``time`` for a light curve, ...).
+
+    Raises
+    ------
+    TypeError
+        If a required input is neither the running value nor available by name.
+    """
+    arg = [n for n, _ in names]
     target = (
         primary
-        if primary in names
-        else next((n for n in names if n not in env), names[0] if names else None)
+        if primary in arg
+        else next((n for n in arg if n not in available), arg[0] if arg else None)
     )
-    kwargs: dict[str, Any] = {}
-    for name, required in sig:
+    by_name = []
+    for name, required in names:
         if name == target:
-            kwargs[name] = cur
-        elif name in env:
-            kwargs[name] = env[name]
+            continue
+        if name in available:
+            by_name.append(name)
         elif required:
             raise TypeError(
-                f"{getattr(module, 'name', type(module).__name__)}: input {name!r} is neither produced upstream nor in the data (have {sorted(env)})"
+                f"input {name!r} is neither produced upstream nor in the data (have {sorted(available)})"
             )
-    return kwargs
+    return target, by_name
 
 
-class EnsembleStage(nn.Module):
+def _primary_field(outputs: Sequence[str]) -> str | None:
+    """The declared output that carries a stage's main value (see :func:`primary_output`)."""
+    for k in _PRIMARY_KEYS:
+        if k in outputs:
+            return k
+    return outputs[0] if outputs else None
+
+
+def _stage_schemas(module: nn.Module, schema: Mapping[str, Any] | None) -> tuple[list[str], Any]:
+    """Declared output names of a stage (explicit ``schema`` first, then the module's own
+    declaration) and the schema of its primary output."""
+    from pipelines.pipeline import _declared_schemas
+
+    _, outs = _declared_schemas(module)
+    outs = dict(outs)
+    for k, v in dict((schema or {}).get("outputs") or {}).items():
+        outs[k] = v
+    names = list(outs)
+    prim = _primary_field(names)
+    return names, (outs.get(prim) if prim else None)
+
+
+def compose_pipeline(
+    stages: Sequence[tuple[str, nn.Module]],
+    data: Mapping[str, Any] | Sequence[str],
+    *,
+    schemas: Mapping[str, Mapping[str, Any] | None] | None = None,
+    adapt: bool = True,
+    name: str = "solve",
+) -> Pipeline:
+    """Assemble role stages into a :class:`~pipelines.pipeline.Pipeline`.
+
+    Each stage is wired the way a chain of analysis steps reads: the running value (the
+    primary input of the data, then each stage's primary output) goes to the stage's
+    input named like the primary input, or else to its first input not available by
+    name; every other input is taken by name from the data (``time`` of a light curve)
+    or from the fields produced upstream.  The pipeline then checks every edge against
+    the declared port schemas and inserts mechanical adapters (units, axis order,
+    singleton axes, dtype) where they differ; anything else raises.
+
+    Parameters
+    ----------
+    stages : sequence of (role, module)
+        Stages in data-flow order; the role is the stage name.
+    data : mapping or sequence of str
+        The pipeline inputs (names; the values are not used), the primary one first
+        among the non-auxiliary names (:func:`primary_name`).
+    schemas : mapping, optional
+        Role -> ``{"inputs": {...}, "outputs": {...}}`` port schemas (the learnware's
+        semantic spec) overriding the module's own declaration.
+    adapt : bool
+        Insert mechanical adapters (default); if False every mismatch is an error.
+    name : str
+        Pipeline name.
+
+    Returns
+    -------
+    Pipeline
+        Call it with the data as keyword arguments: ``pipe(**data)``.
+
+    Raises
+    ------
+    ValueError
+        No stage, or no data.
+    TypeError
+        A required stage input that is neither the running value nor available by name.
+    pipelines.adapters.IncompatibleStagesError
+        Two connected stages whose schemas no mechanical adapter reconciles (the
+        message names both stages).
+
+    Examples
+    --------
+    >>> class Double(nn.Module):
+    ...     def forward(self, x):
+    ...         return 2 * x
+    >>> p = compose_pipeline([("a", Double()), ("b", Double())], {"x": None})
+    >>> p(x=torch.ones(2)).tolist()
+    [4.0, 4.0]
+    """
+    if not stages:
+        raise ValueError("stages: a pipeline needs at least one stage")
+    names = [str(k) for k in data]
+    if not names:
+        raise ValueError("data: expected at least one input name, got none")
+    schemas = dict(schemas or {})
+    primary = primary_name(dict.fromkeys(names))
+    env: dict[str, str] = {n: f"input.{n}" for n in names}
+    cur = f"input.{primary}"
+    wiring: dict[str, dict[str, str]] = {}
+    for role, module in stages:
+        if isinstance(module, EnsembleStage | SelectStage):
+            module.primary = primary
+        try:
+            target, by_name = _bind_names(_arg_names(module), env, primary)
+        except TypeError as exc:
+            raise TypeError(
+                f"stage {role!r} ({getattr(module, 'name', type(module).__name__)}): {exc}"
+            ) from None
+        w = {n: env[n] for n in by_name}
+        if target is not None:
+            w[target] = cur
+        wiring[role] = w
+        outs, _ = _stage_schemas(module, schemas.get(role))
+        prim = _primary_field(outs)
+        cur = f"{role}.{prim}" if prim else role
+        env.update({k: f"{role}.{k}" for k in outs})
+    return Pipeline(
+        [(r, m) for r, m in stages],
+        inputs=dict.fromkeys(names),
+        schemas={k: v for k, v in schemas.items() if v},
+        wiring=wiring,
+        adapt=adapt,
+        name=name,
+    )
+
+
+def stage_roles(pipe: Pipeline) -> list[str]:
+    """The role stages of a composed pipeline, in order (adapters left out)."""
+    return pipe.stage_names(adapters=False)
+
+
+def stage_modules(pipe: Pipeline) -> list[nn.Module]:
+    """The role stages' modules, in order (adapters left out)."""
+    return [pipe.stages[r] for r in stage_roles(pipe)]
+
+
+class _MemberStage(nn.Module):
+    """Several learnwares of one role, each fed like the stage it replaces.
+
+    The stage's inputs are the running value (named like the data's primary input,
+    ``primary``) and the union of the members' other inputs (optional); each member gets
+    the running value on its own primary input (see :func:`compose_pipeline`) and its
+    other inputs by name.
+    """
+
+    primary: str
+
+    def __init__(self, members: Sequence[nn.Module], *, primary: str = "x") -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.primary = primary
+        self.differentiable = all(bool(getattr(m, "differentiable", True)) for m in members)
+
+    def forward_parameters(self) -> list[inspect.Parameter]:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        out = [inspect.Parameter(self.primary, kind)]
+        seen = {self.primary}
+        for m in self.members:
+            for n, _ in _arg_names(m):
+                if n not in seen:
+                    seen.add(n)
+                    out.append(inspect.Parameter(n, kind, default=None))
+        return out
+
+    def _call_member(self, m: nn.Module, x: torch.Tensor, given: Mapping[str, Any]) -> Any:
+        target, by_name = _bind_names(_arg_names(m), given, self.primary)
+        kw = {n: given[n] for n in by_name}
+        if target is not None:
+            kw[target] = x
+        return m(**kw)
+
+    @staticmethod
+    def _given(kwargs: Mapping[str, Any], primary: str) -> dict[str, Any]:
+        return {k: v for k, v in kwargs.items() if k != primary and v is not None}
+
+
+class EnsembleStage(_MemberStage):
     """Averaging ensemble of several learnwares of one role.
 
     The members' primary outputs are averaged; with ``standardize`` (score maps of
     detectors, whose scales differ) each is first z-scored.
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        At least two learnwares of one role.
+    standardize : bool
+        z-score each member's output before averaging.
+    primary : str
+        Name of the running input (the data's primary input); set by
+        :func:`compose_pipeline`.
     """
 
-    def __init__(self, members: Sequence[nn.Module], *, standardize: bool = False) -> None:
-        super().__init__()
+    def __init__(
+        self, members: Sequence[nn.Module], *, standardize: bool = False, primary: str = "x"
+    ) -> None:
         if len(members) < 2:
             raise ValueError(f"members: an ensemble needs at least 2 members, got {len(members)}")
-        self.members = nn.ModuleList(members)
+        super().__init__(members, primary=primary)
         self.standardize = standardize
 
-    def run(self, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> torch.Tensor:
+    def forward(self, **inputs: Any) -> torch.Tensor:
+        if self.primary not in inputs:
+            raise TypeError(f"ensemble: missing its running input {self.primary!r}")
+        x, given = inputs[self.primary], self._given(inputs, self.primary)
         outs = []
         for m in self.members:
-            y = primary_output(_call(m, env, cur, primary))
+            y = primary_output(self._call_member(m, x, given))
             if self.standardize:
                 y = (y - y.mean()) / y.std().clamp_min(1e-12)
             outs.append(y)
@@ -689,19 +890,35 @@ class EnsembleStage(nn.Module):
         return torch.stack(outs).mean(0)
 
 
-class SelectStage(nn.Module):
+class SelectStage(_MemberStage):
     """Per-item job selection: each item (leading axis) goes to the member whose RKME is
-    nearest (smallest MMD) to the item's own embedding."""
+    nearest (smallest MMD) to the item's own embedding.
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        At least two learnwares of one role.
+    embeddings : sequence of Embedding
+        One RKME per member.
+    modality : str
+        Featurizer space of the item embeddings.
+    primary : str
+        Name of the running input; set by :func:`compose_pipeline`.
+    """
 
     def __init__(
-        self, members: Sequence[nn.Module], embeddings: Sequence[Embedding], *, modality: str
+        self,
+        members: Sequence[nn.Module],
+        embeddings: Sequence[Embedding],
+        *,
+        modality: str,
+        primary: str = "x",
     ) -> None:
-        super().__init__()
         if len(members) < 2 or len(members) != len(embeddings):
             raise ValueError(
                 f"members: job selection needs >= 2 members with one RKME each, got {len(members)} and {len(embeddings)}"
             )
-        self.members = nn.ModuleList(members)
+        super().__init__(members, primary=primary)
         self.embeddings = list(embeddings)
         self.modality = modality
         self.last_routes: list[int] = []
@@ -713,7 +930,10 @@ class SelectStage(nn.Module):
             routes.append(int(np.argmin(mmd_batch(q, self.embeddings))))
         return routes
 
-    def run(self, env: Mapping[str, Any], cur: torch.Tensor, primary: str) -> torch.Tensor:
+    def forward(self, **inputs: Any) -> torch.Tensor:
+        if self.primary not in inputs:
+            raise TypeError(f"job selection: missing its running input {self.primary!r}")
+        cur, given = inputs[self.primary], self._given(inputs, self.primary)
         routes = self.route(cur)
         self.last_routes = routes
         n = cur.shape[0]
@@ -723,15 +943,15 @@ class SelectStage(nn.Module):
             if not idx:
                 continue
             it = torch.tensor(idx, device=cur.device)
-            sub_env = {
+            sub = {
                 k: (
                     v.index_select(0, it)
                     if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n
                     else v
                 )
-                for k, v in env.items()
+                for k, v in given.items()
             }
-            y = primary_output(_call(m, sub_env, cur.index_select(0, it), primary))
+            y = primary_output(self._call_member(m, cur.index_select(0, it), sub))
             if y.ndim == 0 or y.shape[0] != len(idx):
                 raise ValueError(
                     f"job selection: member output must keep the item axis, got shape {tuple(y.shape)} for {len(idx)} items"
@@ -743,56 +963,58 @@ class SelectStage(nn.Module):
         return out
 
 
-class Chain(nn.Module):
-    """Stages applied in order; each stage's primary output feeds the next one.
+def _member_schema(cands: Sequence[Candidate], module: nn.Module) -> dict[str, Any] | None:
+    """Port schemas of a stage made of ``cands``: the learnware's own for a direct stage;
+    for an ensemble / job selection, the first member's running input and primary output
+    (the stage's output is that one tensor)."""
+    first = cands[0].schema if cands else None
+    if not isinstance(module, EnsembleStage | SelectStage):
+        return first
+    member = module.members[0]
+    _, prim = _stage_schemas(member, first)
+    arg = [n for n, _ in _arg_names(member)]
+    target = module.primary if module.primary in arg else (arg[0] if arg else None)
+    ins = dict((first or {}).get("inputs") or {})
+    d: dict[str, Any] = {"outputs": {"output": prim}}
+    if target is not None and target in ins:
+        d["inputs"] = {module.primary: ins[target]}
+    return d
 
-    Parameters
-    ----------
-    stages : sequence of (role, module)
-        The stages in data-flow order.
-    """
 
-    def __init__(self, stages: Sequence[tuple[str, nn.Module]]) -> None:
-        super().__init__()
-        if not stages:
-            raise ValueError("stages: a pipeline needs at least one stage")
-        self.roles = [r for r, _ in stages]
-        self.stages = nn.ModuleList([m for _, m in stages])
+def _assemble(
+    stages: Sequence[tuple[str, nn.Module]],
+    cands: Sequence[Sequence[Candidate]] | None,
+    data: Mapping[str, Any],
+) -> Pipeline:
+    """:func:`compose_pipeline` with the candidates' declared port schemas."""
+    schemas: dict[str, Any] = {}
+    for i, (role, module) in enumerate(stages):
+        cs = cands[i] if cands is not None and i < len(cands) else []
+        if isinstance(module, EnsembleStage | SelectStage):
+            module.primary = primary_name(data)
+        sch = _member_schema(list(cs), module)
+        if sch:
+            schemas[role] = sch
+    return compose_pipeline(stages, data, schemas=schemas)
 
-    def forward(self, data: Mapping[str, torch.Tensor]) -> Any:
-        return self._run(data, False)[0]
 
-    def self_supervised_loss(
-        self, data: Mapping[str, torch.Tensor]
-    ) -> tuple[Any, torch.Tensor | None]:
-        """Run the chain and sum the stages' self-supervised criteria (None if none has one)."""
-        return self._run(data, True)
+def _run(pipe: Pipeline, data: Mapping[str, Any]) -> Any:
+    return pipe(**data)
 
-    def _run(
-        self, data: Mapping[str, torch.Tensor], with_ssl: bool
-    ) -> tuple[Any, torch.Tensor | None]:
-        env: dict[str, Any] = dict(data)
-        primary = primary_name(data)
-        cur = data[primary]
-        total: torch.Tensor | None = None
-        out: Any = cur
-        for stage in self.stages:
-            if isinstance(stage, EnsembleStage | SelectStage):
-                inputs: dict[str, Any] = {primary: cur, **env}
-                out = stage.run(env, cur, primary)
-            else:
-                kw = _bind(stage, env, cur, primary)
-                inputs = {**env, **kw}
-                out = stage(**kw)
-            ssl = getattr(stage, "self_supervised_loss", None)
-            if with_ssl and callable(ssl):
-                with contextlib.suppress(Exception):
-                    v = ssl(inputs, out)
-                    if isinstance(v, torch.Tensor):
-                        total = v if total is None else total + v
-            env.update({k: v for k, v in _fields(out).items() if isinstance(v, torch.Tensor)})
-            cur = primary_output(out)
-        return out, total
+
+def _ssl_of(pipe: Pipeline, board: Mapping[str, Any]) -> torch.Tensor | None:
+    """Sum of the stages' self-supervised criteria on a traced blackboard (a stage whose
+    criterion fails is left out; None when no stage has one)."""
+    total = None
+    for info in pipe.plan:
+        fn = getattr(pipe.stages[info.name], "self_supervised_loss", None)
+        if not callable(fn) or info.name not in board:
+            continue
+        with contextlib.suppress(Exception):
+            v = fn({a: board[k] for a, k in info.inputs.items()}, board[info.name])
+            if isinstance(v, torch.Tensor):
+                total = v if total is None else total + v
+    return total
 
 
 # --------------------------------------------------------------------------------------
@@ -886,8 +1108,10 @@ class SolveResult:
 
     Attributes
     ----------
-    pipeline : Chain
-        The final pipeline (tuned).
+    pipeline : Pipeline
+        The final pipeline (tuned): a schema-checked
+        :class:`~pipelines.pipeline.Pipeline` whose stages are named by role (plus any
+        adapters it inserted); call it as ``pipeline(**task.data)``.
     config : dict
         Its plain-data config (rebuild with :func:`build_pipeline`).
     score : float
@@ -900,7 +1124,7 @@ class SolveResult:
         Seconds until the target score was first reached (None if never / no target).
     """
 
-    pipeline: Chain
+    pipeline: Pipeline
     config: dict[str, Any]
     score: float
     trace: dict[str, Any]
@@ -936,7 +1160,14 @@ def _stage_config(
     cfgs = []
     for c, m in zip(cands, members):
         hc = m.hydra_config() if isinstance(m, Component) else dict(c.config)
-        cfgs.append({"learnware": c.learnware, "config": hc, "state": _state_of(m)})
+        cfgs.append(
+            {
+                "learnware": c.learnware,
+                "config": hc,
+                "state": _state_of(m),
+                "schema": c.schema,
+            }
+        )
     d: dict[str, Any] = {"role": role, "mode": mode, "members": cfgs}
     if mode == "select":
         d["rkme"] = [
@@ -945,6 +1176,7 @@ def _stage_config(
                 "weights": c.rkme.weights.tolist(),
                 "gamma": c.rkme.gamma,
                 "featurizer": c.rkme.featurizer,
+                "method": c.rkme.method,
             }
             for c in cands
             if c.rkme is not None
@@ -954,8 +1186,32 @@ def _stage_config(
     return d
 
 
-def build_pipeline(config: Mapping[str, Any], *, modality: str | None = None) -> Chain:
+def build_pipeline(
+    config: Mapping[str, Any],
+    *,
+    modality: str | None = None,
+    data: Mapping[str, Any] | Sequence[str] | None = None,
+) -> Pipeline:
     """Rebuild a pipeline from its config (as stored in the task library / ``result.json``).
+
+    Parameters
+    ----------
+    config : mapping
+        ``{"stages": [{"role", "mode", "members": [{"learnware", "config", "state",
+        "schema"}]}], "inputs": [...]}`` as written by :func:`solve`.
+    modality : str, optional
+        Featurizer space of job selection (default: the config's).
+    data : mapping or sequence of str, optional
+        The inputs it will be called with (default: the config's ``inputs``).
+
+    Returns
+    -------
+    Pipeline
+
+    Raises
+    ------
+    ValueError
+        A config without stages, or without inputs when ``data`` is not given.
 
     Examples
     --------
@@ -966,6 +1222,15 @@ def build_pipeline(config: Mapping[str, Any], *, modality: str | None = None) ->
     """
     from components.base import instantiate
 
+    if not config.get("stages"):
+        raise ValueError("stages: a pipeline needs at least one stage")
+    names = list(data) if data is not None else list(config.get("inputs") or [])
+    if not names:
+        raise ValueError(
+            "data: the config does not name its inputs (written before they were recorded); "
+            "give data=the task's data"
+        )
+    primary = primary_name(dict.fromkeys(names))
     stages = []
     for st in config.get("stages", []):
         members = []
@@ -975,19 +1240,27 @@ def build_pipeline(config: Mapping[str, Any], *, modality: str | None = None) ->
             members.append(m)
         mode = st.get("mode", "direct")
         if mode == "ensemble":
-            mod: nn.Module = EnsembleStage(members, standardize=bool(st.get("standardize", False)))
+            mod: nn.Module = EnsembleStage(
+                members, standardize=bool(st.get("standardize", False)), primary=primary
+            )
         elif mode == "select":
             embs = [
                 Embedding(
-                    np.asarray(e["points"]), np.asarray(e["weights"]), e["gamma"], e["featurizer"]
+                    np.asarray(e["points"]),
+                    np.asarray(e["weights"]),
+                    e["gamma"],
+                    e["featurizer"],
+                    e.get("method", LEGACY_METHOD),
                 )
                 for e in st["rkme"]
             ]
-            mod = SelectStage(members, embs, modality=modality or config.get("modality", ""))
+            mod = SelectStage(
+                members, embs, modality=modality or config.get("modality", ""), primary=primary
+            )
         else:
             mod = members[0]
         stages.append((st["role"], mod))
-    return Chain(stages)
+    return _assemble(stages, _cands_from_config(config), dict.fromkeys(names))
 
 
 class _Clock:
@@ -1140,18 +1413,18 @@ def solve(
     }
     reached: list[float] = []
 
-    def score_of(chain: Chain) -> float:
-        chain.eval()
+    def score_of(pipe: Pipeline) -> float:
+        pipe.eval()
         with torch.no_grad():
             if task.scorer is not None:
-                return float(task.scorer(chain(sub_data), sub_labels, sub_data))
+                return float(task.scorer(_run(pipe, sub_data), sub_labels, sub_data))
             if task.labels is not None:
-                return metric_score(task.goal, chain(sub_data), sub_labels)
-            _, ssl = chain.self_supervised_loss(sub_data)
+                return metric_score(task.goal, _run(pipe, sub_data), sub_labels)
+            ssl = _ssl_of(pipe, pipe.trace(**sub_data))
             return -float(ssl) if ssl is not None else float("nan")
 
     def offer(
-        chain: Chain, cands: list[list[Candidate]], mode: str, origin: str, score: float
+        chain: Pipeline, cands: list[list[Candidate]], mode: str, origin: str, score: float
     ) -> bool:
         cur = best["score"] if math.isfinite(best["score"]) else -math.inf
         if best["chain"] is None or (math.isfinite(score) and score > cur):
@@ -1189,12 +1462,13 @@ def solve(
             "score": h.task.score,
             "same_scale": h.same_scale,
             "close": h.mmd <= recall_mmd,
+            "embedding": h.task.rkme.method if h.task.rkme is not None else None,
         }
         trace["recall"].append(entry)
         if not entry["close"] or done():
             continue
         try:
-            chain = build_pipeline(h.task.pipeline, modality=task.modality)
+            chain = build_pipeline(h.task.pipeline, modality=task.modality, data=task.data)
             s = score_of(chain)
             cands = _cands_from_config(h.task.pipeline)
             entry["rescored"] = s
@@ -1259,7 +1533,13 @@ def solve(
             "t": None,
         }
         try:
-            chain = Chain([(c.role, c.build()) for c in combo if c is not None])
+            chain = _assemble(
+                [(c.role, c.build()) for c in combo if c is not None],
+                [[c] for c in combo if c is not None],
+                task.data,
+            )
+            if chain.adapters:
+                rec["adapters"] = list(chain.adapters)
             s = score_of(chain)
             rec.update(
                 score=s, status="ok" if not math.isnan(s) or task.labels is None else "failed"
@@ -1307,10 +1587,12 @@ def solve(
                         modality=task.modality,
                     )
                 )  # type: ignore[misc]
-                chain = Chain([*head, (last, st)])
+                cands = [[c] for c in base if c is not None and c.role != last] + [pool]
+                chain = _assemble([*head, (last, st)], cands, task.data)
+                if chain.adapters:
+                    rec["adapters"] = list(chain.adapters)
                 s = score_of(chain)
                 rec.update(score=s, status="ok")
-                cands = [[c] for c in base if c is not None and c.role != last] + [pool]
                 offer(chain, cands, mode, f"mode:{mode}", s)
             except Exception as exc:
                 rec.update(score=None, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -1322,8 +1604,8 @@ def solve(
     swaps = 0
 
     def refine_round(
-        chain: Chain, cands: list[list[Candidate]], origin: str, n: int | None = None
-    ) -> tuple[Chain, float, int, list[float]]:
+        chain: Pipeline, cands: list[list[Candidate]], origin: str, n: int | None = None
+    ) -> tuple[Pipeline, float, int, dict[str, float]]:
         tuned, used, grads, info = _refine(
             chain, task, sub_data, sub_labels, clock, min(steps_left, n or round_steps), lr
         )
@@ -1345,11 +1627,13 @@ def solve(
             break  # nothing to refine and no target to reach: the composition stands
         # stalled below the target: swap the stage that helps least, refine the swapped pipeline
         accepted = False
-        for i, alt, reason in _swap_options(best, roles, per_role, score_of, grads, tried_alt):
+        for i, alt, reason in _swap_options(
+            best, roles, per_role, score_of, grads, tried_alt, task.data
+        ):
             if swaps >= max_swaps or done() or steps_left <= 0:
                 break
             swaps += 1
-            role = best["chain"].roles[i]
+            role = stage_roles(best["chain"])[i]
             tried_alt.add((role, alt.learnware if alt else "-"))
             tried_alt.update((role, c.learnware) for c in best["cands"][i])
             srec: dict[str, Any] = {
@@ -1360,7 +1644,8 @@ def solve(
             }
             try:
                 new_stages = [
-                    (r, copy.deepcopy(m)) for r, m in zip(best["chain"].roles, best["chain"].stages)
+                    (r, copy.deepcopy(m))
+                    for r, m in zip(stage_roles(best["chain"]), stage_modules(best["chain"]))
                 ]
                 new_cands = list(best["cands"])
                 if alt is None:
@@ -1368,7 +1653,7 @@ def solve(
                 else:
                     new_stages[i] = (alt.role, alt.build())
                     new_cands[i] = [alt]
-                chain = Chain(new_stages)
+                chain = _assemble(new_stages, new_cands, task.data)
                 s0 = score_of(chain)
                 tuned, s1, used, _ = refine_round(chain, new_cands, f"swap:{role}")
                 steps_left -= used
@@ -1400,6 +1685,8 @@ def solve(
         "goal": task.goal,
         "modality": task.modality,
         "mode": best["mode"],
+        "inputs": list(task.data),
+        "adapters": list(chain.adapters),
         "stages": [
             _stage_config(
                 r,
@@ -1409,7 +1696,7 @@ def solve(
                 cs,
                 m,
             )
-            for r, m, cs in zip(chain.roles, chain.stages, best["cands"])
+            for r, m, cs in zip(stage_roles(chain), stage_modules(chain), best["cands"])
         ],
     }
     final_score = best["score"]
@@ -1419,6 +1706,7 @@ def solve(
         "origin": best["origin"],
         "mode": best["mode"],
         "stages": [[c.learnware for c in cs] for cs in best["cands"]],
+        "adapters": list(chain.adapters),
         "time_s": round(elapsed, 4),
         "time_to_target": reached[0] if reached else None,
     }
@@ -1446,7 +1734,10 @@ def _cands_from_config(config: Mapping[str, Any]) -> list[list[Candidate]]:
     out = []
     for st in config.get("stages", []):
         out.append(
-            [Candidate(st["role"], m["learnware"], dict(m["config"])) for m in st["members"]]
+            [
+                Candidate(st["role"], m["learnware"], dict(m["config"]), schema=m.get("schema"))
+                for m in st["members"]
+            ]
         )
     return out
 
@@ -1487,128 +1778,97 @@ def _provenance() -> dict[str, Any]:
     }
 
 
-def _adam(params: list[torch.Tensor], lr: float) -> Callable[[], None]:
-    """A plain Adam step (avoids the one-time import cost of ``torch.optim`` on CPU)."""
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
-    k = [0]
-
-    def step() -> None:
-        k[0] += 1
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        with torch.no_grad():
-            for p, mi, vi in zip(params, m, v):
-                if p.grad is None:
-                    continue
-                mi.mul_(b1).add_(p.grad, alpha=1 - b1)
-                vi.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                p.sub_(lr * (mi / (1 - b1 ** k[0])) / ((vi / (1 - b2 ** k[0])).sqrt() + eps))
-                p.grad = None
-
-    return step
+class _NoCriterion(ValueError):
+    """Raised inside a refinement when the pipeline gives no differentiable criterion."""
 
 
 def _refine(
-    chain: Chain, task: Task, data: Any, labels: Any, clock: _Clock, steps: int, lr: float
-) -> tuple[Chain, int, list[float], dict[str, Any]]:
-    """Fine-tune a copy of ``chain`` for up to ``steps`` Adam steps on the labels' loss
-    (or the task's loss, or the stages' self-supervised criteria).
+    pipe: Pipeline, task: Task, data: Any, labels: Any, clock: _Clock, steps: int, lr: float
+) -> tuple[Pipeline, int, dict[str, float], dict[str, Any]]:
+    """Fine-tune a copy of ``pipe`` with :meth:`Pipeline.refine` (Adam, up to ``steps``
+    steps, within the time left) on the labels' loss (or the task's loss, or the stages'
+    self-supervised criteria).
 
-    Returns the tuned copy, the steps used, the mean gradient norm per stage and a trace
-    record."""
-    chain = copy.deepcopy(chain)
-    n_stage = len(chain.stages)
-    params = [
-        (i, p)
-        for i, st in enumerate(chain.stages)
-        for p in st.parameters()
-        if p.requires_grad and p.is_floating_point()
-    ]
-    grads = [0.0] * n_stage
-    if not params:
-        return chain, 0, grads, {"status": "skipped", "reason": "no trainable parameters"}
+    Returns the tuned copy (best parameters restored), the steps used, the per-stage
+    gradient attribution (mean gradient norm) and a trace record."""
+    pipe = copy.deepcopy(pipe)
+    if steps <= 0:
+        return pipe, 0, {}, {"status": "skipped", "reason": "no refinement steps left"}
+    if not any(p.requires_grad and p.is_floating_point() for p in pipe.parameters()):
+        return pipe, 0, {}, {"status": "skipped", "reason": "no trainable parameters"}
+    left = clock.left()
+    if left <= 0:
+        return pipe, 0, {}, {"status": "skipped", "reason": "no time left"}
 
-    def loss_of() -> torch.Tensor | None:
+    def loss(out: Any, trace: Mapping[str, Any] | None = None) -> torch.Tensor:
         if task.loss is not None:
-            return task.loss(chain(data), labels, data)
-        if task.labels is not None:
-            return metric_loss(task.goal, chain(data), labels)
-        return chain.self_supervised_loss(data)[1]
+            v = task.loss(out, labels, data)
+        elif task.labels is not None:
+            v = metric_loss(task.goal, out, labels)
+        else:
+            v = _ssl_of(pipe, trace or {})
+        if not isinstance(v, torch.Tensor) or (torch.is_grad_enabled() and not v.requires_grad):
+            raise _NoCriterion("no differentiable criterion")
+        return v
 
-    step = _adam([p for _, p in params], lr)
-    chain.train()
-    used = 0
-    first = last = None
-    for _ in range(steps):
-        if clock.left() <= 0:
-            break
-        try:
-            loss = loss_of()
-        except Exception as exc:
-            return (
-                chain,
-                used,
-                grads,
-                {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]},
-            )
-        if loss is None or not loss.requires_grad:
-            return (
-                chain,
-                used,
-                grads,
-                {"status": "skipped", "reason": "no differentiable criterion"},
-            )
-        if not torch.isfinite(loss):
-            return chain, used, grads, {"status": "failed", "error": "non-finite loss"}
-        loss.backward()
-        for i, p in params:
-            if p.grad is not None:
-                grads[i] += float(p.grad.norm()) / steps
-        step()
-        used += 1
-        first = loss.item() if first is None else first
-        last = loss.item()
-    chain.eval()
+    try:
+        res = pipe.refine(
+            data, loss, steps=steps, lr=lr, budget=left, patience=steps + 1, min_delta=0.0
+        )
+    except Exception as exc:
+        return pipe, 0, {}, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    pipe.eval()
+    if res.steps == 0:
+        if "no differentiable criterion" in res.stopped:
+            return pipe, 0, {}, {"status": "skipped", "reason": "no differentiable criterion"}
+        return pipe, 0, {}, {"status": "failed", "error": res.stopped[:500]}
     return (
-        chain,
-        used,
-        grads,
+        pipe,
+        res.steps,
+        dict(res.attribution),
         {
             "status": "ok",
-            "steps": used,
-            "loss_first": first,
-            "loss_last": last,
-            "grad_norm": dict(zip(chain.roles, grads)),
+            "steps": res.steps,
+            "stopped": res.stopped,
+            "loss_first": res.initial_loss,
+            "loss_last": res.history[-1],
+            "loss_best": res.best_loss,
+            "grad_norm": dict(res.attribution),
         },
     )
 
 
 def _swap_options(
-    best, roles, per_role, score_of, grads, tried
-) -> list[tuple[int, Candidate | None, str]]:  # type: ignore[no-untyped-def]
+    best: Mapping[str, Any],
+    roles: Sequence[Role],
+    per_role: Mapping[str, list[Candidate]],
+    score_of: Callable[[Pipeline], float],
+    grads: Mapping[str, float],
+    tried: set[tuple[str, str]],
+    data: Mapping[str, Any],
+) -> list[tuple[int, Candidate | None, str]]:
     """Swaps to try, the stage that helps least first.
 
     Stages that refinement cannot move (no gradient signal) come first, then by ablation:
     the score lost when the stage is removed (small or negative = helps least)."""
-    chain: Chain = best["chain"]
+    pipe: Pipeline = best["chain"]
+    names, mods = stage_roles(pipe), stage_modules(pipe)
     optional = {r.name for r in roles if r.optional}
     full = best["score"]
     rank = []
-    for i, role in enumerate(chain.roles):
+    for i, role in enumerate(names):
         delta = math.inf
-        if len(chain.stages) > 1:
+        if len(names) > 1:
             with contextlib.suppress(Exception):
                 s = score_of(
-                    Chain(
-                        [
-                            (r, m)
-                            for j, (r, m) in enumerate(zip(chain.roles, chain.stages))
-                            if j != i
-                        ]
+                    _assemble(
+                        [(r, m) for j, (r, m) in enumerate(zip(names, mods)) if j != i],
+                        [c for j, c in enumerate(best["cands"]) if j != i],
+                        data,
                     )
                 )
                 delta = full - s if math.isfinite(s) else math.inf
-        g = grads[i] if i < len(grads) else 0.0
+        g = float(grads.get(role, 0.0))
         rank.append((g > 0, delta, i, role, g))
     rank.sort(key=lambda x: (x[0], x[1]))
     out: list[tuple[int, Candidate | None, str]] = []

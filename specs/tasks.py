@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import shutil
@@ -65,17 +66,40 @@ __all__ = [
     "SolvedTask",
     "TaskLibrary",
     "TaskLibraryError",
+    "UnsupportedRecordError",
     "default_root",
     "mmd_batch",
 ]
 
-RECORD_VERSION = 1
+log = logging.getLogger("learndock.tasks")
+
+RECORD_VERSION = 2
+"""Version of ``record.json``.  1: the data RKME was a k-means reduced set fitted by
+``pipelines.solve`` (no ``rkme.method`` key); 2: the RKME is fitted by
+:meth:`specs.rkme.RKME.fit` and its method is recorded."""
+
+EMBEDDING_METHOD = "rkme-fit/1"
+"""Reduced-set method of the embeddings that :func:`pipelines.solve.embed` writes now."""
+
+LEGACY_METHOD = "kmeans/1"
+"""Method of the embeddings in version-1 records (k-means centres, cluster fractions)."""
+
+KNOWN_METHODS = (EMBEDDING_METHOD, LEGACY_METHOD)
+"""Reduced-set methods this version reads.  All of them approximate the same kernel mean
+embedding of the data in the same featurizer space and kernel, so their MMDs are
+comparable; a record written with another (newer) method is refused with a clear
+message instead of being compared blindly."""
 _INDEX = "index.sqlite"
 _TMP_PREFIX = ".tmp-"
 
 
 class TaskLibraryError(RuntimeError):
     """A task library problem (unreadable record, unknown task id)."""
+
+
+class UnsupportedRecordError(TaskLibraryError):
+    """A record written by a newer learndock (record version or embedding method that
+    this version does not know)."""
 
 
 def default_root() -> Path:
@@ -101,12 +125,16 @@ class Embedding:
         Gaussian kernel parameter, ``k(a, b) = exp(-gamma * ||a - b||^2)``.
     featurizer : str
         ``"<name>/<version>"`` of the featurizer; embeddings are only compared within one.
+    method : str
+        How the reduced set was fitted (:data:`EMBEDDING_METHOD` now, :data:`LEGACY_METHOD`
+        for version-1 records).  Both approximate the same kernel mean embedding.
     """
 
     points: np.ndarray
     weights: np.ndarray
     gamma: float
     featurizer: str
+    method: str = EMBEDDING_METHOD
 
     def __post_init__(self) -> None:
         p = np.asarray(self.points, dtype=np.float32)
@@ -157,7 +185,14 @@ class Embedding:
         def arr(v: Any) -> np.ndarray:
             return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
 
-        return cls(points=arr(pts), weights=arr(w), gamma=float(arr(g)), featurizer=str(feat))
+        method = get("method")
+        return cls(
+            points=arr(pts),
+            weights=arr(w),
+            gamma=float(arr(g)),
+            featurizer=str(feat),
+            method=str(method) if isinstance(method, str) else EMBEDDING_METHOD,
+        )
 
 
 def mmd_batch(query: Embedding, others: Sequence[Embedding]) -> np.ndarray:
@@ -279,6 +314,7 @@ class SolvedTask:
             d["rkme"] = {
                 "gamma": self.rkme.gamma,
                 "featurizer": self.rkme.featurizer,
+                "method": self.rkme.method,
                 "file": "rkme.safetensors",
             }
         else:
@@ -325,12 +361,20 @@ class TaskLibrary:
     root : path, optional
         Registry root (default :func:`default_root`).  The library lives in
         ``<root>/tasks``.
+
+    Attributes
+    ----------
+    unsupported : dict
+        Task id -> why its record is refused (written by a newer learndock: unknown record
+        version or embedding method).  Such records are never compared; they are left on
+        disk untouched.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.path = self.root / "tasks"
         self.path.mkdir(parents=True, exist_ok=True)
+        self.unsupported: dict[str, str] = {}
         self._reconcile()
 
     # -- index ---------------------------------------------------------------------
@@ -375,21 +419,36 @@ class TaskLibrary:
                 for tid in indexed - on_disk:
                     con.execute("DELETE FROM tasks WHERE task_id = ?", (tid,))
                 for tid in sorted(on_disk - indexed):
-                    with contextlib.suppress(TaskLibraryError):
+                    rec = self._readable(tid)
+                    if rec is not None:
                         con.execute(
                             "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?)",
-                            self._index_row(self.get(tid)),
+                            self._index_row(rec),
                         )
         except sqlite3.DatabaseError:
             # a damaged index is only a cache: rebuild it from the records
             (self.path / _INDEX).unlink(missing_ok=True)
             with self._db() as con:
                 for tid in sorted(on_disk):
-                    with contextlib.suppress(TaskLibraryError):
+                    rec = self._readable(tid)
+                    if rec is not None:
                         con.execute(
                             "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?)",
-                            self._index_row(self.get(tid)),
+                            self._index_row(rec),
                         )
+
+    def _readable(self, task_id: str) -> SolvedTask | None:
+        """The record, or None when it cannot be used (records written by a newer
+        learndock are noted in :attr:`unsupported` and logged, never compared)."""
+        try:
+            return self.get(task_id)
+        except UnsupportedRecordError as exc:
+            if task_id not in self.unsupported:
+                log.warning("%s", exc)
+            self.unsupported[task_id] = str(exc)
+        except TaskLibraryError:
+            pass
+        return None
 
     # -- write ---------------------------------------------------------------------
     def add(self, task: SolvedTask) -> SolvedTask:
@@ -458,10 +517,16 @@ class TaskLibrary:
     def get(self, task_id: str) -> SolvedTask:
         """Read one record.
 
+        Version-1 records (written before the embedding was versioned) are read with
+        their embedding marked :data:`LEGACY_METHOD`; they stay comparable.
+
         Raises
         ------
         TaskLibraryError
             If there is no such task or its record cannot be read.
+        UnsupportedRecordError
+            If the record was written by a newer learndock (unknown record version or
+            embedding method); the message says which versions this one reads.
         """
         d = self.path / task_id
         try:
@@ -470,13 +535,29 @@ class TaskLibrary:
             raise TaskLibraryError(f"task_id: no task {task_id!r} in {self.path}") from exc
         except (OSError, json.JSONDecodeError) as exc:
             raise TaskLibraryError(f"task {task_id!r}: unreadable record ({exc})") from exc
+        version = rec.get("record_version", 1)
+        if not isinstance(version, int) or not 1 <= version <= RECORD_VERSION:
+            raise UnsupportedRecordError(
+                f"task {task_id!r}: record_version {version!r} is not supported by this learndock "
+                f"(it reads versions 1..{RECORD_VERSION}); upgrade learndock to use this task library"
+            )
         emb = None
         if rec.get("rkme"):
             from safetensors.numpy import load_file
 
+            method = rec["rkme"].get("method") or LEGACY_METHOD
+            if method not in KNOWN_METHODS:
+                raise UnsupportedRecordError(
+                    f"task {task_id!r}: embedding method {method!r} is not supported by this learndock "
+                    f"(it reads {list(KNOWN_METHODS)}); upgrade learndock to use this task library"
+                )
             arrs = load_file(str(d / rec["rkme"].get("file", "rkme.safetensors")))
             emb = Embedding(
-                arrs["points"], arrs["weights"], rec["rkme"]["gamma"], rec["rkme"]["featurizer"]
+                arrs["points"],
+                arrs["weights"],
+                rec["rkme"]["gamma"],
+                rec["rkme"]["featurizer"],
+                method,
             )
         fields = {f.name for f in dataclasses.fields(SolvedTask)}
         kw = {k: v for k, v in rec.items() if k in fields and k != "rkme"}
@@ -506,8 +587,9 @@ class TaskLibrary:
             ids = [r[0] for r in con.execute(q + " ORDER BY created, task_id", args)]
         out = []
         for tid in ids:
-            with contextlib.suppress(TaskLibraryError):
-                out.append(self.get(tid))
+            rec = self._readable(tid)
+            if rec is not None:
+                out.append(rec)
         return out
 
     def nearest(

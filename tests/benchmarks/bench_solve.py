@@ -228,7 +228,7 @@ def _task(
     )
 
 
-def fixed_pipeline(sc: Scenario) -> S.Chain:
+def fixed_pipeline(sc: Scenario, data: dict[str, Any]) -> Any:
     """Arm (c): the modality's default learnware for each required role (``sc.default``,
     else the first built-in by name), as declared, untuned."""
     decls = discover_learnwares()
@@ -244,7 +244,7 @@ def fixed_pipeline(sc: Scenario) -> S.Chain:
         name = next((n for n in fits if n in sc.default), fits[0])
         cls, d = decls[name]
         stages.append((role.name, instantiate({"_target_": cls.name, **dict(d.params)})))
-    return S.Chain(stages)
+    return S.compose_pipeline(stages, data)
 
 
 # --------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     # calibrate each instrument once, on a field that is not in the stream: a long solve
     # from an empty library gives the instrument's reference pipeline; a task's target is
     # that pipeline's score on the task minus the margin
-    reference: dict[tuple[str, str], S.Chain] = {}
+    reference: dict[tuple[str, str], Any] = {}
     calib: dict[str, Any] = {}
     for sc in active:
         for inst in sc.instruments:
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         t = _task(sc, inst, seed, None, budget_s=1.0, steps=0)
         with torch.no_grad():
             return (
-                S.metric_score(sc.goal, reference[(sc.scale, inst["name"])](t.data), t.labels)
+                S.metric_score(sc.goal, reference[(sc.scale, inst["name"])](**t.data), t.labels)
                 - sc.margin
             )
 
@@ -354,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             # (c) fixed default pipeline
             tc = _task(sc, inst, seed, target, budget_s=args.budget, steps=args.steps)
             t0 = time.perf_counter()
-            chain = fixed_pipeline(sc).eval()
+            chain = fixed_pipeline(sc, tc.data).eval()
             with torch.no_grad():
                 try:
-                    row["c_score"] = S.metric_score(sc.goal, chain(tc.data), tc.labels)
+                    row["c_score"] = S.metric_score(sc.goal, chain(**tc.data), tc.labels)
                 except Exception as exc:
                     row["c_score"], row["c_error"] = (
                         float("nan"),
