@@ -238,7 +238,27 @@ def kalman_filter(
     ``P^s_k = P_k + G_k (P^s_{k+1} - P-_{k+1}) G_k^T``.
     The log-likelihood is the prediction-error decomposition
     ``sum_k -1/2 (log 2 pi S_k + e_k^2 / S_k)`` over observed samples.
+
+    The recursions always run in float64 and the results are cast back to the dtype
+    of ``z``.  With the diffuse default prior (initial velocity variance ~1e10 mm^2/s^2
+    for gait data in mm at 100 Hz) the second update computes
+    ``p11 - p01^2 / S`` with both terms ~1e10 and a true difference ~1e3: in float32
+    that cancels to a singular (or indefinite) covariance and the smoother's
+    ``(P-_{k+1})^{-1}`` becomes ``inf``/NaN.  The filtered covariance is further kept
+    symmetric positive semi-definite (the update written as
+    ``P00 <- P00 (r + (1 - m) P00) / S``, no subtraction; a determinant floor of
+    ``1e-12 P00 P11`` in the smoother's 2x2 inverse; symmetrisation in the general
+    form).
     """
+    out_dtype = z.dtype
+    if z.dtype != torch.float64:
+        z, F, Q, x0, P0 = (v.to(torch.float64) for v in (z, F, Q, x0, P0))
+        if isinstance(q, torch.Tensor):
+            q = q.to(torch.float64)
+        if isinstance(r, torch.Tensor):
+            r = r.to(torch.float64)
+        mean, cov, ll = kalman_filter(z, obs, F, Q, q, r, x0, P0, smooth=smooth)
+        return mean.to(out_dtype), cov.to(out_dtype), ll.to(out_dtype)
     t, _B = z.shape
     m = obs.to(z.dtype)
     zz = torch.where(obs, z, torch.zeros_like(z))
@@ -279,6 +299,7 @@ def kalman_filter(
         K = PH * (mk / S)[:, None]
         x = x + K * e[:, None]
         P = P - K[:, :, None] * PH[:, None, :]
+        P = 0.5 * (P + P.transpose(-1, -2))
         Ss.append(S)
         es.append(e * e / S)
         xf.append(x)
@@ -341,15 +362,18 @@ def _kf_cv(
             q00.append(p00)
             q01.append(p01)
             q11.append(p11)
-        S = p00 + (r[k] if r2 else r)
+        rk = r[k] if r2 else r
+        S = p00 + rk
         e = zz[k] - a
         w = m[k] / S
         k0, k1 = p00 * w, p01 * w
         a = a + k0 * e
         v = v + k1 * e
+        # 1 - m p00 / S = (r + (1 - m) p00) / S: no cancellation when p00 >> r
+        shrink = (rk + (1 - m[k]) * p00) / S
         p11 = p11 - k1 * p01
-        p01 = p01 - k0 * p01
-        p00 = p00 - k0 * p00
+        p01 = p01 * shrink
+        p00 = p00 * shrink
         Ss.append(S)
         es.append(e * e / S)
         fa.append(a)
@@ -369,7 +393,8 @@ def _kf_cv(
             c10 = f01[k] + h * f11[k]
             c11 = f11[k]
             b00, b01, b11 = q00[k + 1], q01[k + 1], q11[k + 1]
-            det = b00 * b11 - b01 * b01
+            # floor: a (numerically) singular prediction (q = 0 after exact updates)
+            det = xp.maximum(b00 * b11 - b01 * b01, 1e-12 * b00 * b11)
             i00, i01, i11 = b11 / det, -b01 / det, b00 / det
             g00 = c00 * i00 + c01 * i01
             g01 = c00 * i01 + c01 * i11
