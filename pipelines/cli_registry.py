@@ -134,9 +134,13 @@ def submit(
     path: Path,
     registry: RegistryOpt = None,
     timeout: Annotated[float, typer.Option(help="seconds the example may run")] = 60.0,
+    isolate: Annotated[
+        bool, typer.Option(help="run the example in a separate process, killed at the limit")
+    ] = False,
 ) -> None:
     """Check a learnware package (directory or .zip) and register it."""
     reg = _guard(lambda: _registry(_root(ctx, registry)))
+    reg.isolation = "process" if isolate else "thread"
     lid = _guard(lambda: reg.submit(path, timeout=timeout))
     typer.echo(lid)
 
@@ -156,12 +160,17 @@ def verify(path: Path) -> None:
 
 @app.command("test")
 def test(
-    path: Path, timeout: Annotated[float, typer.Option(help="seconds the example may run")] = 60.0
+    path: Path,
+    timeout: Annotated[float, typer.Option(help="seconds the example may run")] = 60.0,
+    isolate: Annotated[
+        bool, typer.Option(help="run the example in a separate process, killed at the limit")
+    ] = False,
 ) -> None:
     """Run a package's example and compare it with the expected output."""
     from specs.package import test_package
 
-    rep = _guard(lambda: test_package(path, timeout=timeout))
+    isolation = "process" if isolate else "thread"
+    rep = _guard(lambda: test_package(path, timeout=timeout, isolation=isolation))
     if not rep.ok:
         for p in rep.problems[1:]:
             typer.echo(f"  {p}", err=True)

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import stat
 import time
@@ -47,6 +48,7 @@ from specs.semantic import SemanticSpec
 
 __all__ = [
     "FORMAT",
+    "ISOLATIONS",
     "LearnwarePackage",
     "PackageTest",
     "build_package",
@@ -721,7 +723,60 @@ class PackageTest:
     seconds: float
 
 
-def test_package(path: str | Path | LearnwarePackage, *, timeout: float = 60.0) -> PackageTest:
+ISOLATIONS = ("thread", "process")
+"""How :func:`test_package` runs an example: ``"thread"`` (in this process; a runaway
+example is abandoned when the limit passes) or ``"process"`` (a fresh interpreter that is
+killed when the limit passes)."""
+
+
+def _example_in_child(package_dir: str, out: str) -> None:  # pragma: no cover - child
+    """Entry point of the ``isolation="process"`` child: run the example, save outputs."""
+    from components.base import run_example
+
+    try:
+        pkg = read_package(package_dir)
+        got = run_example(load_component(pkg), pkg.example_input)
+        np.savez(out, **{k: np.asarray(v) for k, v in got.items()})
+    except BaseException as exc:  # reported to the parent verbatim
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        Path(out + ".err").write_text(f"{type(exc).__name__}: {first}")
+
+
+class _ChildError(RuntimeError):
+    """An exception raised inside the isolated example process (its type and message)."""
+
+
+def _run_example_isolated(pkg: LearnwarePackage, timeout: float) -> dict[str, np.ndarray]:
+    """Run ``pkg``'s example in a spawned interpreter, killing it after ``timeout`` s."""
+    import multiprocessing
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="learndock-example-") as tmp:
+        pkg_dir = write_members(pkg.members, Path(tmp) / "package")
+        out = str(Path(tmp) / "got.npz")
+        proc = multiprocessing.get_context("spawn").Process(
+            target=_example_in_child, args=(str(pkg_dir), out), daemon=True
+        )
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise TimeoutError(
+                f"the example did not finish within {timeout:g} s (its process was killed)"
+            )
+        err = Path(out + ".err")
+        if err.exists():
+            raise _ChildError(err.read_text())
+        if proc.exitcode != 0 or not Path(out).exists():
+            raise _ChildError(f"the example process died with exit code {proc.exitcode}")
+        with np.load(out, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+
+def test_package(
+    path: str | Path | LearnwarePackage, *, timeout: float = 60.0, isolation: str = "thread"
+) -> PackageTest:
     """Run the shipped example (component instantiated through the allow-list) under a
     time limit and compare with the expected output within the manifest's tolerance.
 
@@ -730,22 +785,41 @@ def test_package(path: str | Path | LearnwarePackage, *, timeout: float = 60.0) 
     path : path or LearnwarePackage
     timeout : float
         Seconds the example may take.
+    isolation : {"thread", "process"}
+        ``"thread"`` runs the example in this process (fast; a runaway example is
+        abandoned, not stopped, when the limit passes).  ``"process"`` runs it in a fresh
+        interpreter that is killed when the limit passes; the limit then includes the
+        interpreter's start (a few seconds for torch), and only components discoverable
+        through entry points can be tested.  Use it on shared registry servers.
 
     Returns
     -------
     PackageTest
         ``ok`` False with problems naming expected vs got when it does not reproduce.
+
+    Raises
+    ------
+    ValueError
+        If ``isolation`` is not one of :data:`ISOLATIONS` or ``timeout`` is not a
+        positive number of seconds.
     """
     from components.base import run_example
 
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation: expected one of {ISOLATIONS}, got {isolation!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
     try:
         pkg = path if isinstance(path, LearnwarePackage) else read_package(path)
     except SubmissionError as exc:
         return PackageTest(False, exc.problems, 0.0)
     t0 = time.perf_counter()
     try:
-        module = load_component(pkg)
-        got = run_with_timeout(lambda: run_example(module, pkg.example_input), timeout)
+        if isolation == "process":
+            got = _run_example_isolated(pkg, timeout)
+        else:
+            module = load_component(pkg)
+            got = run_with_timeout(lambda: run_example(module, pkg.example_input), timeout)
     except TimeoutError as exc:
         return PackageTest(
             False,
@@ -755,7 +829,12 @@ def test_package(path: str | Path | LearnwarePackage, *, timeout: float = 60.0) 
     except SubmissionError as exc:
         return PackageTest(False, exc.problems, time.perf_counter() - t0)
     except Exception as exc:
-        msg = f"running {pkg.component} on the example raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        what = (
+            str(exc)
+            if isinstance(exc, _ChildError)
+            else f"{type(exc).__name__}: " + (str(exc).splitlines()[0] if str(exc) else "")
+        )
+        msg = f"running {pkg.component} on the example raised {what}"
         return PackageTest(
             False, [Problem("example-error", "example/input.npz", msg)], time.perf_counter() - t0
         )

@@ -384,6 +384,10 @@ class Registry:
         ``sqlite:///<root>/index.sqlite``.
     timeout : float
         Seconds a package's example may run during :meth:`submit`.
+    isolation : {"thread", "process"}
+        How :meth:`submit` runs a package's example (see :func:`specs.package.test_package`):
+        ``"process"`` kills a runaway example at the time limit; use it on a long-lived
+        shared registry server.
 
     Examples
     --------
@@ -394,8 +398,18 @@ class Registry:
     """
 
     def __init__(
-        self, root: str | Path | None = None, *, index_url: str | None = None, timeout: float = 60.0
+        self,
+        root: str | Path | None = None,
+        *,
+        index_url: str | None = None,
+        timeout: float = 60.0,
+        isolation: str = "thread",
     ) -> None:
+        from specs.package import ISOLATIONS
+
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation: expected one of {ISOLATIONS}, got {isolation!r}")
+        self.isolation = isolation
         if isinstance(root, str) and "://" in root and index_url is None:
             index_url, root = root, None
         self.root = Path(root).expanduser() if root is not None else default_root()
@@ -449,7 +463,7 @@ class Registry:
             unchanged.
         """
         pkg = path if isinstance(path, LearnwarePackage) else read_package(path)
-        report = test_package(pkg, timeout=timeout or self.timeout)
+        report = test_package(pkg, timeout=timeout or self.timeout, isolation=self.isolation)
         if not report.ok:
             raise SubmissionError(report.problems, f"learnware {pkg.name!r} rejected")
         return self._commit(pkg)

@@ -260,3 +260,30 @@ def test_helpers() -> None:
     assert not members and probs
     with pytest.raises(FileExistsError):
         write_members({"a": b"1"}, Path(__file__).parent)
+
+
+def test_process_isolation_runs_builtin_and_kills_runaway(tmp_path: Path) -> None:
+    import multiprocessing
+
+    from components.base import discover_learnwares
+
+    decls = discover_learnwares()
+    name = "detection.spots.fluorescence"
+    if name not in decls:
+        pytest.skip(f"{name} is not discovered")
+    cls, decl = decls[name]
+    p = build_package(cls, decl, tmp_path / "pkg", m=4)
+    rep = test_package(p, timeout=120, isolation="process")
+    assert rep.ok, rep.problems
+    # a limit shorter than the interpreter's start: the child is killed, not abandoned
+    rep = test_package(p, timeout=0.05, isolation="process")
+    assert not rep.ok and rep.problems[0].code == "example-timeout"
+    assert "killed" in rep.problems[0].message
+    assert multiprocessing.active_children() == []
+
+
+def test_isolation_and_timeout_validated(pkg_dir: Path) -> None:
+    with pytest.raises(ValueError, match="isolation"):
+        test_package(pkg_dir, isolation="container")
+    with pytest.raises(ValueError, match="timeout"):
+        test_package(pkg_dir, timeout=0, isolation="process")
