@@ -45,6 +45,25 @@ def test_movie_events_separated_with_calibrated_score() -> None:
     assert float((out.low_rank - torch.as_tensor(bg)).abs().mean()) < 0.05
 
 
+def test_debiased_score_is_calibrated_and_background_rank_found() -> None:
+    movie, bg, ev = make_movie(
+        shape=(80, 24, 24), rank=3, event_fraction=0.01, event_amplitude=3.0, noise=0.05, seed=9
+    )
+    x = torch.as_tensor(movie, dtype=torch.float64)
+    deb = rpca_scores(x, tol=1e-7)
+    raw = rpca_scores(x, tol=1e-7, debias=False)
+    assert deb.rank == 3 and raw.rank is None and raw.background is None
+    z_off, z_raw = deb.score.numpy()[~ev], raw.score.numpy()[~ev]
+    # unit variance off the events (the PCP low-rank part also fits noise: the raw score's
+    # noise scale is biased low, its off-event spread too wide)
+    assert abs(float(z_off.std()) - 1.0) < 0.06 and float(z_raw.std()) > 1.1
+    assert float(np.abs(deb.score.numpy()[ev]).min()) > 10
+    # the refitted background is closer to the truth than the PCP low-rank part
+    err_deb = float(np.abs(deb.background.numpy() - bg).mean())
+    err_pcp = float(np.abs(deb.low_rank.numpy() - bg).mean())
+    assert err_deb < 0.7 * err_pcp, (err_deb, err_pcp)
+
+
 def test_rpca_beats_truncated_svd_on_large_events_and_drift() -> None:
     movie, _, ev = make_movie(
         shape=(80, 20, 20),
