@@ -44,7 +44,7 @@ import itertools
 import math
 import platform
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -363,8 +363,30 @@ def embed(data: Any, modality: str, *, m: int = 32, seed: int = 0) -> Embedding:
     from specs.rkme import RKME
 
     rows, feat_id, bw = _features(data, modality)
-    rk = RKME.fit(torch.from_numpy(rows), m=m, seed=seed, bandwidth=bw, featurizer=feat_id)
+    with _one_thread(rows.shape[0] * min(m, rows.shape[0]) <= _SMALL_FIT):
+        rk = RKME.fit(torch.from_numpy(rows), m=m, seed=seed, bandwidth=bw, featurizer=feat_id)
     return Embedding.from_any(rk)
+
+
+_SMALL_FIT = 1 << 18
+"""Kernel-matrix size (rows x reduced set) below which the fit runs on one thread: its
+matrices are too small to gain from threads, and on a loaded machine the thread
+synchronisation of dozens of tiny kernels costs more than the arithmetic (measured on the
+2-core CI machine: 30 ms on one thread, up to 2 s on two)."""
+
+
+@contextlib.contextmanager
+def _one_thread(enabled: bool = True) -> Iterator[None]:
+    """Run the block with one intra-op torch thread (restored afterwards)."""
+    n = torch.get_num_threads()
+    if not enabled or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------------------
@@ -1359,6 +1381,48 @@ def solve(
     BudgetTooSmallError
         If the budget runs out before a single candidate could be scored.
     """
+    small = sum(v.numel() for v in task.data.values()) <= _SMALL_TASK
+    with _one_thread(small):
+        return _solve(
+            task,
+            library=library,
+            source=source,
+            top_k=top_k,
+            max_combos=max_combos,
+            recall_mmd=recall_mmd,
+            modes=modes,
+            lr=lr,
+            round_steps=round_steps,
+            max_swaps=max_swaps,
+            stall_tol=stall_tol,
+            polish_steps=polish_steps,
+            remember=remember,
+            seed=seed,
+        )
+
+
+_SMALL_TASK = 1 << 16
+"""Elements of task data below which the whole loop runs on one torch thread (its
+kernels are too small to gain from threads; see :data:`_SMALL_FIT`)."""
+
+
+def _solve(
+    task: Task,
+    *,
+    library: TaskLibrary | None,
+    source: CandidateSource | None,
+    top_k: int,
+    max_combos: int,
+    recall_mmd: float,
+    modes: Sequence[str],
+    lr: float,
+    round_steps: int,
+    max_swaps: int,
+    stall_tol: float,
+    polish_steps: int,
+    remember: bool,
+    seed: int,
+) -> SolveResult:
     for name, v, lo in (
         ("top_k", top_k, 1),
         ("max_combos", max_combos, 1),
