@@ -52,7 +52,16 @@ import zarr
 
 from pipelines.io.core import Dataset, file_checksum, open_dataset
 
-__all__ = ["BatchResult", "completed_shards", "parse_memory", "resolve_halo", "run_batch"]
+__all__ = [
+    "BatchResult",
+    "TargetOutputs",
+    "completed_shards",
+    "parse_memory",
+    "read_table",
+    "read_targets",
+    "resolve_halo",
+    "run_batch",
+]
 
 log = logging.getLogger("learndock.batch")
 
@@ -93,8 +102,21 @@ class BatchResult:
     provenance: dict[str, Any]
 
     def open(self) -> Dataset:
-        """The output as a :class:`~pipelines.io.Dataset`."""
+        """The output as a :class:`~pipelines.io.Dataset` (image runs)."""
+        if self.dtype == "record":
+            raise ValueError(
+                f"output: {self.output} holds per-target outputs of a light-curve archive; "
+                "read them with .targets() or .table()"
+            )
         return open_dataset(self.output)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The concatenated row table (see :func:`read_table`)."""
+        return read_table(self.output)
+
+    def targets(self) -> TargetOutputs:
+        """Per-target outputs of a ragged light-curve run (see :func:`read_targets`)."""
+        return read_targets(self.output)
 
 
 # --------------------------------------------------------------------------------------
@@ -210,31 +232,160 @@ def _code_digest(code: Any) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
+def _to_numpy(value: Any) -> np.ndarray:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _is_structured(out: Any) -> bool:
+    return (
+        isinstance(out, Mapping | tuple | list)
+        or (dataclasses.is_dataclass(out) and not isinstance(out, type))
+    ) and not isinstance(out, np.ndarray)
+
+
+def _output_fields(out: Any) -> dict[str, Any]:
+    """Named outputs of one call: a dict, a dataclass, a named tuple, a tuple or one array."""
+    if isinstance(out, Mapping):
+        return {str(k): v for k, v in out.items()}
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return dict(out._asdict())
+    if isinstance(out, tuple | list):
+        return {f"out{i}": v for i, v in enumerate(out)}
+    return {"data": out}
+
+
+def _select_map(
+    raw: Any, shape: tuple[int, ...], output_key: str | None, who: str
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The block-shaped output to store as the image (and all named fields, if any)."""
+    if not _is_structured(raw):
+        return _to_numpy(raw), None
+    fields = _output_fields(raw)
+    if output_key is not None:
+        if output_key not in fields:
+            raise ValueError(
+                f"output_key: expected one of the outputs {sorted(fields)} of {who}, got {output_key!r}"
+            )
+        return _to_numpy(fields[output_key]), fields
+    for v in fields.values():
+        if hasattr(v, "shape") and tuple(v.shape) == tuple(shape):
+            return _to_numpy(v), fields
+    raise ValueError(
+        f"fn: the output of {who} ({type(raw).__name__} with fields {sorted(fields)}) holds no "
+        f"array of the block shape {tuple(shape)}; pass output_key= to choose the map to store"
+    )
+
+
+class _TableSink:
+    """Writes the rows of one block's table (in global coordinates, core rows only)."""
+
+    def __init__(
+        self,
+        root: str,
+        key: str,
+        chunks: tuple[tuple[int, ...], ...],
+        depth: Mapping[int, int],
+        *,
+        durable: bool,
+    ) -> None:
+        self.root = root
+        self.key = key
+        self.offsets = [np.concatenate([[0], np.cumsum(c)]).astype(int).tolist() for c in chunks]
+        self.depth = [int(depth.get(ax, 0)) for ax in range(len(chunks))]
+        self.durable = durable
+
+    def rows(
+        self, fields: Mapping[str, Any], shape: tuple[int, ...], block_id: tuple[int, ...]
+    ) -> dict[str, np.ndarray]:
+        """The table of one block: row fields, positions shifted to global coordinates,
+        only the rows whose nearest pixel lies in the block's core (not its halo)."""
+        ndim = len(shape)
+        pos = _to_numpy(fields[self.key]).astype(np.float64)
+        if pos.ndim != 2 or pos.shape[1] != ndim:
+            raise ValueError(
+                f"fn: table field {self.key!r} must have shape (rows, {ndim}) (one coordinate per "
+                f"axis of the block {tuple(shape)}), got {tuple(pos.shape)}"
+            )
+        n = pos.shape[0]
+        origin = np.array(
+            [o[b] - (d if b > 0 else 0) for o, b, d in zip(self.offsets, block_id, self.depth)],
+            dtype=np.float64,
+        )
+        lo = np.array([o[b] for o, b in zip(self.offsets, block_id)])
+        hi = np.array([o[b + 1] for o, b in zip(self.offsets, block_id)])
+        gpos = pos + origin
+        idx = np.floor(gpos + 0.5)
+        keep = np.all((idx >= lo) & (idx < hi), axis=1) if n else np.zeros(0, bool)
+        table = {self.key: gpos[keep]}
+        for k, v in fields.items():
+            if k == self.key or not hasattr(v, "shape") or len(v.shape) < 1:
+                continue
+            if int(v.shape[0]) != n or tuple(v.shape) == tuple(shape):
+                continue
+            table[k] = _to_numpy(v)[keep]
+        return table
+
+    def write(
+        self, fields: Mapping[str, Any], shape: tuple[int, ...], block_id: tuple[int, ...]
+    ) -> None:
+        path = Path(self.root) / "tables" / "parts" / f"{_marker_name(block_id)}.npz"
+        _write_npz(path, self.rows(fields, shape, block_id), durable=self.durable)
+
+
 class _BlockFunction:
-    """Picklable wrapper: numpy block -> numpy block, for modules and plain functions."""
+    """Picklable wrapper: numpy block -> numpy block, for modules and plain functions.
+
+    With a table sink, an output holding a row table (a ``positions`` field of shape
+    ``(rows, ndim)`` plus per-row fields, e.g. :class:`~components.detection.spots.SpotTable`)
+    also writes the block's rows (global coordinates, core rows only) before returning
+    the map, so that they are durable before the shard's marker.
+    """
 
     def __init__(self, fn: Any, *, output_key: str | None = None, device: str = "cpu") -> None:
         self.fn = fn
         self.output_key = output_key
         self.device = device
+        self.table: _TableSink | None = None
 
-    def __call__(self, block: np.ndarray) -> np.ndarray:
+    def _who(self) -> str:
+        d = _describe_fn(self.fn)
+        return str(d.get("class") or d.get("name"))
+
+    def raw(self, block: np.ndarray) -> Any:
+        """The function's own output for one block."""
         if _is_module(self.fn):
-            out = _run_module(self.fn, block, self.output_key, self.device)
-        else:
-            out = self.fn(block)
-            if self.output_key is not None and isinstance(out, Mapping):
-                out = out[self.output_key]
-            out = np.asarray(out)
+            return _run_module(self.fn, block, self.device)
+        return self.fn(block)
+
+    def __call__(self, block: np.ndarray, block_id: tuple[int, ...] | None = None) -> np.ndarray:
+        raw = self.raw(block)
+        out, fields = _select_map(raw, tuple(block.shape), self.output_key, self._who())
         if out.shape != block.shape:
             raise ValueError(
                 f"fn: the batch runner needs an output block of the input block's shape {block.shape}, "
-                f"got {out.shape} from {_describe_fn(self.fn).get('class') or _describe_fn(self.fn).get('name')}"
+                f"got {out.shape} from {self._who()}"
             )
+        if self.table is not None and block_id is not None:
+            if fields is None or self.table.key not in fields:
+                raise ValueError(
+                    f"table: expected the output of {self._who()} to hold a {self.table.key!r} field "
+                    f"(rows, ndim), got {sorted(fields) if fields else type(raw).__name__}"
+                )
+            self.table.write(fields, tuple(block.shape), tuple(int(i) for i in block_id))
         return out
 
+    def has_table(self, block: np.ndarray, key: str) -> bool:
+        """Whether the output for ``block`` holds a row table under ``key``."""
+        raw = self.raw(block)
+        return _is_structured(raw) and key in _output_fields(raw)
 
-def _run_module(module: Any, block: np.ndarray, output_key: str | None, device: str) -> np.ndarray:
+
+def _run_module(module: Any, block: np.ndarray, device: str) -> Any:
     import torch
 
     arr = np.ascontiguousarray(block)
@@ -247,46 +398,11 @@ def _run_module(module: Any, block: np.ndarray, output_key: str | None, device: 
     module = module.to(device).eval()
     with torch.no_grad():
         out = module(t.to(device))
-    if isinstance(out, Mapping):
-        if output_key is None:
-            cands = [
-                k
-                for k, v in out.items()
-                if isinstance(v, torch.Tensor) and tuple(v.shape) == arr.shape
-            ]
-            if not cands:
-                raise ValueError(
-                    f"fn: module output is a dict {sorted(out)} with no tensor of the block shape {arr.shape}; pass output_key="
-                )
-            output_key = cands[0]
-        out = out[output_key]
-    elif isinstance(out, tuple | list):
-        if output_key is not None and hasattr(out, "_fields"):
-            out = getattr(out, output_key)
-        else:
-            out = next(
-                (v for v in out if isinstance(v, torch.Tensor) and tuple(v.shape) == arr.shape),
-                out[0],
-            )
-    elif dataclasses.is_dataclass(out) and not isinstance(out, type):
-        if output_key is None:
-            fields = [
-                f.name
-                for f in dataclasses.fields(out)
-                if isinstance(getattr(out, f.name), torch.Tensor)
-                and tuple(getattr(out, f.name).shape) == arr.shape
-            ]
-            if not fields:
-                raise ValueError(
-                    f"fn: module output {type(out).__name__} has no tensor field of the block shape {arr.shape}; pass output_key="
-                )
-            output_key = fields[0]
-        out = getattr(out, output_key)
-    if not isinstance(out, torch.Tensor):
+    if not isinstance(out, torch.Tensor) and not _is_structured(out):
         raise TypeError(
-            f"fn: module returned {type(out).__name__}; expected a tensor (or a dict/tuple holding one)"
+            f"fn: module returned {type(out).__name__}; expected a tensor (or a dict/tuple/dataclass holding one)"
         )
-    return out.detach().cpu().numpy()
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -322,6 +438,48 @@ def completed_shards(output: str | os.PathLike[str]) -> set[tuple[int, ...]]:
         with contextlib.suppress(ValueError):
             out.add(tuple(int(v) for v in f.name.split("_")))
     return out
+
+
+def _write_marker(root: str | Path, name: str, record: Mapping[str, Any], *, durable: bool) -> None:
+    """Write the completion marker ``root/.batch/done/<name>`` atomically (and durably)."""
+    done = Path(root) / _STATE_DIR / "done"
+    tmp = done / f".{name}.{os.getpid()}.tmp"
+    rec = {**record, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    with tmp.open("w") as f:
+        f.write(json.dumps(_jsonable(rec)))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, done / name)
+    if durable:
+        _fsync_path(done, directory=True)
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray], *, durable: bool) -> None:
+    """Write ``arrays`` as one uncompressed ``.npz`` (no pickled objects), atomically.
+
+    The file is written under a temporary name, fsynced, renamed into place and its
+    directory fsynced, so that a reader (and a completion marker written afterwards)
+    never sees a torn part.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    for k, v in arrays.items():
+        if np.asarray(v).dtype.kind == "O":
+            raise TypeError(f"output field {k!r}: object arrays cannot be stored (no pickle)")
+    with tmp.open("wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if durable:
+        _fsync_path(path.parent, directory=True)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 class _ShardWriter:
@@ -386,23 +544,12 @@ class _ShardWriter:
         if self.durable:  # the shard reaches the disk before the marker says it is complete
             _fsync_path(shard_file)
             _fsync_path(shard_file.parent, directory=True)
-        done = Path(self.root) / _STATE_DIR / "done"
-        name = _marker_name(block_id)
-        tmp = done / f".{name}.{os.getpid()}.tmp"
-        record = {
-            "region": [[sl.start, sl.stop] for sl in region],
-            "time": time.time(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-        }
-        with tmp.open("w") as f:
-            f.write(json.dumps(record))
-            if self.durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, done / name)
-        if self.durable:
-            _fsync_path(done, directory=True)
+        _write_marker(
+            self.root,
+            _marker_name(block_id),
+            {"region": [[sl.start, sl.stop] for sl in region]},
+            durable=self.durable,
+        )
 
     def drain(self) -> None:
         """Wait for the background commits (re-raising their errors)."""
@@ -483,12 +630,6 @@ def _resolve_input(
     elif isinstance(input, Dataset):
         ds = input
     if ds is not None:
-        if ds.format == "lightcurve-zarr":
-            raise ValueError(
-                f"input: {ds.path} is a ragged light-curve archive (targets back to back); blocks "
-                "would cut across targets.  Process targets with pipelines.io.get_lightcurve, or "
-                "write equal-length curves as a (target, t) Zarr array and batch that"
-            )
         data = ds.data
         if isinstance(data, Mapping):
             if array is None:
@@ -804,6 +945,10 @@ def run_batch(
     progress: bool | None = None,
     log_interval: float = 10.0,
     config: Mapping[str, Any] | None = None,
+    table: bool | None = None,
+    table_key: str = "positions",
+    columns: Sequence[str] = ("time", "flux"),
+    targets_per_task: int | None = None,
 ) -> BatchResult:
     """Apply ``fn`` over ``input`` block by block with halos, into a resumable Zarr output.
 
@@ -905,6 +1050,37 @@ def run_batch(
         raise TypeError(
             f"fn: expected a component, a pipeline or a callable, got {type(fn).__name__}"
         )
+    if isinstance(input, str | os.PathLike):
+        input = open_dataset(input)
+    if isinstance(input, Dataset) and input.format == "lightcurve-zarr":
+        for name, value in (("halo", halo), ("chunks", chunks), ("array", array), ("dtype", dtype)):
+            if value not in (None, 0):
+                raise ValueError(
+                    f"{name}: a ragged light-curve archive is processed one whole target at a "
+                    f"time ({name} does not apply); got {value!r}"
+                )
+        return _run_ragged(
+            fn,
+            input,
+            Path(output),
+            columns=columns,
+            targets_per_task=targets_per_task,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=memory_limit,
+            cluster_options=cluster_options,
+            output_key=output_key,
+            device=device,
+            overwrite=overwrite,
+            durable=durable,
+            progress=progress,
+            log_interval=log_interval,
+            config=config,
+            t0=t0,
+        )
+    if table not in (None, True, False):
+        raise ValueError(f"table: expected None (auto), True or False, got {table!r}")
     x, ds, input_info = _resolve_input(input, array)
     if x.size == 0:
         raise ValueError(f"input: expected a non-empty array, got shape {tuple(x.shape)}")
@@ -946,6 +1122,8 @@ def run_batch(
         "input_dtype": str(x.dtype),
         "chunks": [list(c) for c in x.chunks],
         "output_key": output_key,
+        "table": table,
+        "table_key": table_key,
     }
     previous = (
         json.loads((state / "job.json").read_text()) if (state / "job.json").is_file() else None
@@ -957,16 +1135,36 @@ def run_batch(
                 f"fn, halo, input or chunks changed); pass overwrite=True or choose another output"
             )
         previous = None
+    probe: dict[str, Any] = {}
+
+    def _probe() -> tuple[np.ndarray, Any]:
+        """The first block (with its halo, as map_overlap hands it over) and fn's output."""
+        if not probe:
+            region = tuple(
+                slice(0, c[0] + depth.get(ax, 0) if len(c) > 1 else c[0])
+                for ax, c in enumerate(x.chunks)
+            )
+            probe["block"] = np.asarray(x[region].compute())
+            probe["raw"] = block_fn.raw(probe["block"])
+        return probe["block"], probe["raw"]
+
     if previous is not None:
         out_dtype = np.dtype(previous["dtype"])
     elif dtype is not None:
         out_dtype = np.dtype(dtype)
-    else:  # probe on the first block (with its halo), as map_overlap will hand it over
-        probe_region = tuple(
-            slice(0, c[0] + depth.get(ax, 0) if len(c) > 1 else c[0])
-            for ax, c in enumerate(x.chunks)
-        )
-        out_dtype = np.asarray(block_fn(np.asarray(x[probe_region].compute()))).dtype
+    else:
+        blk, raw = _probe()
+        out_dtype = _select_map(raw, tuple(blk.shape), output_key, block_fn._who())[0].dtype
+    if previous is not None:
+        use_table = bool(previous.get("table", False))
+    elif table is None:  # auto: a row table with positions in the output
+        raw = _probe()[1]
+        use_table = _is_structured(raw) and table_key in _output_fields(raw)
+    else:
+        use_table = bool(table)
+    probe.clear()
+    if use_table:
+        block_fn.table = _TableSink(str(out), table_key, x.chunks, depth, durable=durable)
     per_task = _estimate_task_bytes(x, depth, out_dtype)
     # blocks in flight within the memory budget: the whole run (local, distributed) or one
     # Slurm job (``memory_limit`` is the memory of each job there)
@@ -1004,6 +1202,7 @@ def run_batch(
                 {
                     "job": _jsonable(job),
                     "dtype": out_dtype.str,
+                    "table": use_table,
                     "created": _dt.datetime.now(_dt.UTC).isoformat(),
                 },
                 indent=2,
@@ -1144,6 +1343,17 @@ def run_batch(
         "n_computed": len(todo),
         "seconds": seconds,
     }
+    if use_table:
+        parts = Path(out) / "tables" / "parts"
+        names = [f"{_marker_name(b)}.npz" for b in all_blocks]
+        missing_parts = [n for n in names if not (parts / n).is_file()]
+        if missing_parts:
+            raise RuntimeError(
+                f"batch: {len(missing_parts)} completed shards of {out} have no table part: {missing_parts[:5]}"
+            )
+        n_rows = _consolidate_table(group, [parts / n for n in names], key=table_key)
+        meta["table"] = {"path": "table", "key": table_key, "rows": n_rows}
+        provenance["output"]["table"] = meta["table"]
     meta["provenance"] = provenance
     meta["status"] = "complete"
     _write_ngff(group, meta, ds, x.ndim)
@@ -1157,6 +1367,486 @@ def run_batch(
         chunks=shard,
         dtype=out_dtype.str,
         n_shards=len(all_blocks),
+        n_skipped=len(done),
+        n_computed=len(todo),
+        seconds=seconds,
+        provenance=provenance,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# tables and ragged per-target outputs
+# --------------------------------------------------------------------------------------
+def _concat_column(values: list[np.ndarray]) -> np.ndarray:
+    if not values:
+        return np.zeros(0)
+    return np.concatenate(values, axis=0)
+
+
+def _consolidate_table(group: Any, parts: Sequence[Path], *, key: str) -> int:
+    """Concatenate the per-shard table parts (in shard order) into the ``table`` group.
+
+    Each column is one Zarr array (rows first); the column order is the first part's,
+    ``key`` first.  The result depends only on the parts, so re-running it after an
+    interruption gives the same table.
+    """
+    cols: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        rows = _read_npz(part)
+        for k in rows:
+            cols.setdefault(k, [])
+        if set(rows) != set(cols):
+            raise RuntimeError(
+                f"batch: table part {part} has columns {sorted(rows)}, expected {sorted(cols)}"
+            )
+        for k, v in rows.items():
+            cols[k].append(v)
+    order = [key] + [k for k in cols if k != key]
+    return _write_table_group(group, {k: _concat_column(cols[k]) for k in order})
+
+
+def _write_table_group(group: Any, columns: Mapping[str, np.ndarray]) -> int:
+    """Write ``columns`` (equal numbers of rows) as the ``table`` group of ``group``."""
+    if "table" in group:
+        del group["table"]
+    tg = group.create_group("table")
+    n = 0
+    for k, v in columns.items():
+        v = np.asarray(v)
+        n = int(v.shape[0])
+        chunks = (max(1, min(n, 2**20)), *[max(1, s) for s in v.shape[1:]])
+        dt: Any = str if v.dtype.kind in "US" else v.dtype  # variable-length strings
+        z = tg.create_array(k, shape=v.shape, dtype=dt, chunks=chunks)
+        if v.size:
+            z[...] = v
+    tg.attrs["learndock"] = {"kind": "table", "columns": list(columns), "rows": n}
+    return n
+
+
+def read_table(output: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The row table of a completed batch output, as ``{column: array}`` (rows first).
+
+    For image runs of a component returning a row table (``positions`` plus per-row
+    fields, e.g. ``detection.spots``), the rows of all shards in *global* coordinates,
+    each row once (a row belongs to the shard whose core holds its nearest pixel).  For
+    ragged light-curve runs, one row per target: ``target`` (name), ``target_index`` and
+    every output field that is a scalar for each target (e.g. ``period``, ``depth``,
+    ``snr`` of a transit search).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``output`` holds no table (not a completed run, or no tabular output).
+    """
+    p = Path(output)
+    if not (p / "table" / "zarr.json").is_file():
+        raise FileNotFoundError(
+            f"output: {p} holds no table (expected {p / 'table'}; is the run complete, and "
+            "does fn return a table?)"
+        )
+    tg: Any = zarr.open_group(str(p / "table"), mode="r")
+    names = list(tg.attrs.get("learndock", {}).get("columns", [k for k, _ in tg.arrays()]))
+    return {k: np.asarray(tg[k][...]) for k in names}
+
+
+class TargetOutputs:
+    """Per-target outputs of a batch run over a ragged light-curve archive.
+
+    ``outputs[i]`` or ``outputs["name"]`` gives one target's fields as numpy arrays (each
+    with the shape ``fn`` returned: 0-d for scalars, ``(t,)`` for a detrended light
+    curve, ``(n_periods,)`` for a periodogram); :meth:`ragged` gives one field of all
+    targets back to back with offsets (the archive layout); :meth:`table` the scalar
+    fields as columns.  Parts are read lazily, one task's file at a time.
+    """
+
+    def __init__(self, output: str | os.PathLike[str]) -> None:
+        self.output = Path(output)
+        root: Any = zarr.open_group(str(self.output), mode="r")
+        meta = dict(root.attrs.get("learndock", {}))
+        if meta.get("kind") != "ragged-targets":
+            raise ValueError(
+                f"output: {self.output} is not the output of a batch run over a light-curve "
+                f"archive (kind {meta.get('kind')!r})"
+            )
+        if meta.get("status") != "complete":
+            raise ValueError(f"output: {self.output} is incomplete; run the batch job again")
+        self.targets: list[str] = list(meta["targets"])
+        self.fields: list[str] = list(meta["fields"])
+        self._bounds = [tuple(b) for b in meta["tasks"]]
+        self._cache: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _part(self, k: int) -> dict[str, np.ndarray]:
+        if self._cache is None or self._cache[0] != k:
+            self._cache = (k, _read_npz(self.output / "parts" / f"{k}.npz"))
+        return self._cache[1]
+
+    def __getitem__(self, target: int | str) -> dict[str, np.ndarray]:
+        i = self.targets.index(target) if isinstance(target, str) else int(target)
+        if not 0 <= i < len(self.targets):
+            raise IndexError(f"target: expected 0 <= index < {len(self.targets)}, got {target!r}")
+        k = next(j for j, (a, b) in enumerate(self._bounds) if a <= i < b)
+        part, j = self._part(k), i - self._bounds[k][0]
+        out = {}
+        for f in self.fields:
+            shapes, starts = part[f"{f}.shape"], part[f"{f}.start"]
+            shp = tuple(int(v) for v in shapes[j])
+            out[f] = part[f"{f}.values"][starts[j] : starts[j] + math.prod(shp)].reshape(shp)
+        return out
+
+    def ragged(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, offsets)``: ``field`` of all targets back to back (flattened) and
+        the ``n + 1`` offsets of each target's values."""
+        if field not in self.fields:
+            raise KeyError(f"field: expected one of {self.fields}, got {field!r}")
+        vals, sizes = [], []
+        for k in range(len(self._bounds)):
+            part = self._part(k)
+            vals.append(part[f"{field}.values"])
+            sizes.append(np.prod(part[f"{field}.shape"], axis=1).astype(np.int64))
+        sz = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+        return _concat_column(vals), np.concatenate([[0], np.cumsum(sz)]).astype(np.int64)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """One row per target: ``target``, ``target_index`` and the scalar fields."""
+        return read_table(self.output)
+
+
+def read_targets(output: str | os.PathLike[str]) -> TargetOutputs:
+    """Open the per-target outputs of a completed ragged light-curve batch run."""
+    return TargetOutputs(output)
+
+
+class _TargetTask:
+    """One task of a ragged run: targets ``[a, b)``, their outputs in one durable part.
+
+    Reads the targets' cadences straight from the input archive (``columns``, in order,
+    as ``fn``'s positional arguments), calls ``fn`` once per target, stores every output
+    field flattened with its per-target shape in ``parts/<k>.npz`` (atomic, fsynced),
+    then writes the task's completion marker.
+    """
+
+    def __init__(
+        self,
+        fn: Any,
+        source: str,
+        root: str,
+        columns: Sequence[str],
+        bounds: Sequence[tuple[int, int]],
+        offsets: np.ndarray,
+        *,
+        output_key: str | None,
+        device: str,
+        durable: bool,
+    ) -> None:
+        self.fn = fn
+        self.source = source
+        self.root = root
+        self.columns = tuple(columns)
+        self.bounds = [tuple(int(v) for v in b) for b in bounds]
+        self.offsets = np.asarray(offsets, np.int64)
+        self.output_key = output_key
+        self.device = device
+        self.durable = durable
+
+    def call(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``fn`` on one target's columns, as ``{field: ndarray}``."""
+        if _is_module(self.fn):
+            import torch
+
+            module = self.fn.to(self.device).eval()
+            with torch.no_grad():
+                raw = module(
+                    *[torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
+                )
+        else:
+            raw = self.fn(*arrays)
+        fields = _output_fields(raw)
+        if self.output_key is not None:
+            if self.output_key not in fields:
+                raise ValueError(
+                    f"output_key: expected one of the outputs {sorted(fields)}, got {self.output_key!r}"
+                )
+            fields = {self.output_key: fields[self.output_key]}
+        out = {}
+        for k, v in fields.items():
+            if v is None:
+                continue
+            arr = _to_numpy(v)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"fn: output field {k!r} has dtype {arr.dtype}; expected numbers (bool, int, float)"
+                )
+            out[k] = arr
+        return out
+
+    def __call__(self, k: int) -> int:
+        a, b = self.bounds[k]
+        group: Any = zarr.open_group(self.source, mode="r")
+        lo, hi = int(self.offsets[a]), int(self.offsets[b])
+        cols = [np.asarray(group[c][lo:hi]) for c in self.columns]
+        per_field: dict[str, list[np.ndarray]] = {}
+        for i in range(a, b):
+            s0, s1 = int(self.offsets[i]) - lo, int(self.offsets[i + 1]) - lo
+            fields = self.call([c[s0:s1] for c in cols])
+            if i > a and set(fields) != set(per_field):
+                raise ValueError(
+                    f"fn: target {i} returned fields {sorted(fields)}, target {a} {sorted(per_field)}"
+                )
+            for f, v in fields.items():
+                per_field.setdefault(f, []).append(v)
+        arrays: dict[str, np.ndarray] = {"targets": np.arange(a, b, dtype=np.int64)}
+        for f, vals in per_field.items():
+            ndims = {v.ndim for v in vals}
+            if len(ndims) != 1:
+                raise ValueError(
+                    f"fn: output field {f!r} has {sorted(ndims)} dimensions for different targets; "
+                    "expected the same number for every target"
+                )
+            sizes = np.array([v.size for v in vals], np.int64)
+            arrays[f"{f}.values"] = np.concatenate([v.reshape(-1) for v in vals])
+            arrays[f"{f}.shape"] = np.array([v.shape for v in vals], np.int64).reshape(
+                len(vals), ndims.pop()
+            )
+            arrays[f"{f}.start"] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        _write_npz(Path(self.root) / "parts" / f"{k}.npz", arrays, durable=self.durable)
+        _write_marker(self.root, str(k), {"targets": [a, b]}, durable=self.durable)
+        return 1
+
+
+def _run_ragged(
+    fn: Any,
+    ds: Dataset,
+    out: Path,
+    *,
+    columns: Sequence[str],
+    targets_per_task: int | None,
+    scheduler: str,
+    n_workers: int | None,
+    threads_per_worker: int,
+    memory_limit: int | str | None,
+    cluster_options: Mapping[str, Any] | None,
+    output_key: str | None,
+    device: str,
+    overwrite: bool,
+    durable: bool,
+    progress: bool | None,
+    log_interval: float,
+    config: Mapping[str, Any] | None,
+    t0: float,
+) -> BatchResult:
+    """:func:`run_batch` over a ragged light-curve archive: one task = a run of targets."""
+    offsets = np.asarray(ds.attrs["offsets"], np.int64)
+    targets = [str(t) for t in ds.attrs["targets"]]
+    n = len(targets)
+    columns = tuple(str(c) for c in ([columns] if isinstance(columns, str) else columns))
+    if not columns:
+        raise ValueError("columns: expected at least one archive array, got none")
+    bad = [c for c in columns if c not in ds.data]
+    if bad:
+        raise ValueError(f"columns: expected arrays of the archive {sorted(ds.data)}, got {bad}")
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    n_workers = int(n_workers) if n_workers else (1 if scheduler == "slurm" else cores)
+    if n_workers < 1:
+        raise ValueError(f"n_workers: expected a positive integer, got {n_workers}")
+    lengths = np.diff(offsets)
+    if targets_per_task is None:  # ~1M cadences a task, but at least 4 tasks per worker
+        by_size = max(1, int(2**20 // max(1.0, float(lengths.mean()))))
+        targets_per_task = max(1, min(by_size, -(-n // (4 * n_workers))))
+    if isinstance(targets_per_task, bool) or int(targets_per_task) < 1:
+        raise ValueError(f"targets_per_task: expected a positive integer, got {targets_per_task!r}")
+    tpt = int(targets_per_task)
+    bounds = [(a, min(n, a + tpt)) for a in range(0, n, tpt)]
+    mem = parse_memory(memory_limit)
+    itemsize = sum(np.dtype(ds.data[c].dtype).itemsize for c in columns)
+    longest = max(int(lengths[a:b].sum()) for a, b in bounds)
+    per_task = int(longest * itemsize * 8)  # the columns, torch copies, fn's temporaries
+    in_flight = {"synchronous": 1, "local": n_workers, "slurm": threads_per_worker}.get(
+        scheduler, n_workers * threads_per_worker
+    )
+    if mem is not None and per_task * in_flight > mem:
+        raise ValueError(
+            f"memory_limit: {in_flight} tasks of up to {longest} cadences in flight need about "
+            f"{per_task * in_flight / 1e9:.2f} GB, above the limit {mem / 1e9:.2f} GB; use a smaller "
+            "targets_per_task= or fewer n_workers"
+        )
+    src = dict(ds.provenance.get("source") or {})
+    input_info = {"path": ds.path, "format": ds.format, "columns": list(columns), "checksum": src}
+    state = out / _STATE_DIR
+    fn_desc = _describe_fn(fn)
+    job = {
+        "fn": fn_desc,
+        "input": {"path": ds.path, "format": ds.format},
+        "columns": list(columns),
+        "n_targets": n,
+        "offsets_sha256": hashlib.sha256(offsets.tobytes()).hexdigest(),
+        "targets_per_task": tpt,
+        "output_key": output_key,
+    }
+    previous = (
+        json.loads((state / "job.json").read_text()) if (state / "job.json").is_file() else None
+    )
+    if previous is not None and previous.get("job") != _jsonable(job):
+        if not overwrite:
+            raise ValueError(
+                f"output: {out} holds the output of a different job (its .batch/job.json differs: "
+                f"fn, columns, input or targets_per_task changed); pass overwrite=True or choose another output"
+            )
+        previous = None
+    if previous is None:
+        if out.exists() and overwrite:
+            import shutil
+
+            shutil.rmtree(out)
+        group: Any = zarr.open_group(str(out), mode="w", zarr_format=3)
+        (state / "done").mkdir(parents=True, exist_ok=True)
+        tmp = state / "job.json.tmp"
+        tmp.write_text(
+            json.dumps(
+                {
+                    "job": _jsonable(job),
+                    "dtype": "record",
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(),
+                },
+                indent=2,
+            )
+        )
+        os.replace(tmp, state / "job.json")
+    else:
+        group = zarr.open_group(str(out), mode="r+")
+        (state / "done").mkdir(parents=True, exist_ok=True)
+    all_tasks = list(range(len(bounds)))
+    done = {t[0] for t in completed_shards(out) if len(t) == 1} & set(all_tasks)
+    todo = [k for k in all_tasks if k not in done]
+    provenance: dict[str, Any] = {
+        "learndock_batch": 1,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(),
+        "config": _jsonable(
+            {
+                "fn": fn_desc,
+                "columns": list(columns),
+                "targets_per_task": tpt,
+                "scheduler": scheduler,
+                "n_workers": n_workers,
+                "threads_per_worker": threads_per_worker,
+                "memory_limit": mem,
+                "output_key": output_key,
+                "device": device,
+                "durable": durable,
+                **dict(config or {}),
+            }
+        ),
+        "versions": _versions(),
+        "git": _git_hash(),
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": cores},
+        "inputs": [_jsonable(input_info)],
+        "output": {"path": str(out), "parts": "parts", "n_targets": n, "n_tasks": len(bounds)},
+    }
+    meta: dict[str, Any] = {
+        "kind": "ragged-targets",
+        "modality": ds.modality,
+        "targets": targets,
+        "tasks": [list(b) for b in bounds],
+        "provenance": provenance,
+        "status": "running",
+    }
+    group.attrs["learndock"] = _jsonable(meta)
+    task = _TargetTask(
+        fn,
+        str(ds.path),
+        str(out),
+        columns,
+        bounds,
+        offsets,
+        output_key=output_key,
+        device=device,
+        durable=durable,
+    )
+    progress_bar = _Progress(
+        len(all_tasks), enabled=progress, interval=log_interval, label=f"batch {out.name}"
+    )
+    progress_bar.advance(len(done)) if done else None
+    if todo:
+        token = dask.base.tokenize(_jsonable(job), str(out))[:12]
+        name = f"batch-targets-{token}"
+        graph = {(name, k): (task, k) for k in todo}
+        keys = [(name, k) for k in todo]
+        torch_threads = None
+        try:
+            torch = sys.modules.get("torch")
+            if scheduler in ("local", "synchronous"):
+                if torch is not None and scheduler == "local" and n_workers > 1:
+                    torch_threads = torch.get_num_threads()
+                    torch.set_num_threads(max(1, cores // n_workers))
+                _run_local(
+                    graph,
+                    keys,
+                    store_name=name,
+                    n_workers=n_workers,
+                    synchronous=scheduler == "synchronous",
+                    progress=progress_bar,
+                    state=state,
+                )
+            else:
+                with _cluster(
+                    scheduler,
+                    n_workers=n_workers,
+                    threads_per_worker=threads_per_worker,
+                    memory_limit=mem,
+                    cluster_options=cluster_options or {},
+                ) as client:
+                    _run_distributed(graph, keys, client=client, progress=progress_bar, state=state)
+        finally:
+            progress_bar.close()
+            if torch_threads is not None:
+                sys.modules["torch"].set_num_threads(torch_threads)
+    else:
+        progress_bar.close()
+    missing = set(all_tasks) - {t[0] for t in completed_shards(out) if len(t) == 1}
+    if missing:
+        raise RuntimeError(
+            f"batch: {len(missing)} target tasks of {out} have no completion marker after the run: {sorted(missing)[:5]}"
+        )
+    # the per-target table: every field that is a scalar for each target
+    first = _read_npz(out / "parts" / "0.npz")
+    fields = sorted(k[: -len(".values")] for k in first if k.endswith(".values"))
+    scalar = [f for f in fields if first[f"{f}.shape"].shape[1] == 0]
+    cols: dict[str, list[np.ndarray]] = {f: [] for f in scalar}
+    for k in all_tasks:
+        part = first if k == 0 else _read_npz(out / "parts" / f"{k}.npz")
+        for f in scalar:
+            if part[f"{f}.shape"].shape[1] != 0:
+                raise RuntimeError(f"batch: field {f!r} is a scalar for some targets, not others")
+            cols[f].append(part[f"{f}.values"])
+    table_cols = {
+        "target": np.array(targets, dtype=str),
+        "target_index": np.arange(n, dtype=np.int64),
+        **{f: _concat_column(v) for f, v in cols.items()},
+    }
+    _write_table_group(group, table_cols)
+    seconds = time.monotonic() - t0
+    provenance["run"] = {
+        "n_shards": len(all_tasks),
+        "n_skipped": len(done),
+        "n_computed": len(todo),
+        "seconds": seconds,
+    }
+    meta.update({"fields": fields, "table": {"path": "table", "rows": n}, "provenance": provenance})
+    meta["status"] = "complete"
+    group.attrs["learndock"] = _jsonable(meta)
+    tmp = out / "provenance.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(provenance), indent=2))
+    os.replace(tmp, out / "provenance.json")
+    return BatchResult(
+        output=out,
+        shape=(n,),
+        chunks=(tpt,),
+        dtype="record",
+        n_shards=len(all_tasks),
         n_skipped=len(done),
         n_computed=len(todo),
         seconds=seconds,

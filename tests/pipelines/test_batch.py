@@ -181,7 +181,7 @@ def test_errors(stack, tmp_path):
     arch = write_lightcurve_zarr(
         [{"time": np.arange(5.0), "flux": np.ones(5)}], tmp_path / "lc.zarr"
     )
-    with pytest.raises(ValueError, match="ragged light-curve archive"):
+    with pytest.raises(ValueError, match="array: a ragged light-curve archive"):
         run_batch(_gauss, arch, tmp_path / "o7", array="flux")
 
 
