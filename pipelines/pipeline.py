@@ -304,6 +304,35 @@ def _check_params(target: str, params: Mapping[str, Any], where: str) -> None:
 # --------------------------------------------------------------------------------------
 # the pipeline
 # --------------------------------------------------------------------------------------
+def _bind_leading_axes(
+    ins: Mapping[str, PortSchema | None],
+    outs: dict[str, PortSchema | None],
+    sources: Mapping[str, PortSchema | None],
+) -> dict[str, PortSchema | None]:
+    """Give a stage's batched outputs (``"*yx"``) the leading axes its batched input was
+    bound to: a ``"*yx"`` stage fed a ``"tyx"`` movie returns ``"tyx"``, not ``"yx"``.
+
+    The leading axes come from the first batched input whose source has concrete axes
+    ending in that input's body; without one the outputs are returned unchanged.
+    """
+    lead = None
+    for arg, dst in ins.items():
+        src = sources.get(arg)
+        if dst is None or src is None or not dst.batched or src.batched:
+            continue
+        if src.axes.endswith(dst.body) and len(src.axes) > len(dst.body):
+            lead = src.axes[: len(src.axes) - len(dst.body)]
+            break
+    if not lead:
+        return outs
+    return {
+        k: dataclasses.replace(v, axes=lead + v.body)
+        if v is not None and v.batched and not set(lead) & set(v.body)
+        else v
+        for k, v in outs.items()
+    }
+
+
 class Pipeline(nn.Module):
     """Named, ordered, schema-checked stages that run as one differentiable module.
 
@@ -501,6 +530,10 @@ class Pipeline(nn.Module):
                 raise ValueError(
                     f"stage {stage_name!r}: none of its inputs could be wired; give '_inputs_'"
                 )
+            outs = _bind_leading_axes(
+                ins, outs, {a: available.get(k) for a, k in info.inputs.items()}
+            )
+            info.out_schema = outs
             self.stages[stage_name] = module
             self.plan.append(info)
             available[stage_name] = outs.get(primary)

@@ -115,6 +115,24 @@ def test_flagship_meets_its_scores(name: str, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "result.json").read_text())["passed"] is True
 
 
+@pytest.mark.slow
+def test_microscopy_flagship_with_deconvolution(tmp_path: Path) -> None:
+    """Deconvolution in front of RPCA: the batched ``*yx`` stage keeps the movie's t axis."""
+    _need("detection.spots", "feedback.deconvolution", "detection.rpca")
+    res = execute(
+        compose_config(
+            [
+                "experiment=microscopy-transients",
+                "pipeline.options.deconvolve=true",
+                "refine.enabled=false",
+            ]
+        ),
+        tmp_path,
+    )
+    m = res["metrics"]
+    assert m["spot_f1"] >= 0.9 and m["D_rel_error"] < 0.2 and res["passed"] is True
+
+
 def test_demo_command_is_registered(capsys: pytest.CaptureFixture[str]) -> None:
     from pipelines import cli
 

@@ -90,6 +90,18 @@ class Spatial(Component):
         return volume
 
 
+class Smooth(Component):
+    """A per-image stage that accepts any leading batch axes (``*yx`` in and out)."""
+
+    name = "test.smooth"
+    differentiable = True
+    input_schema: ClassVar[dict] = {"image": {"axes": "*yx"}}
+    output_schema: ClassVar[dict] = {"output": {"axes": "*yx"}}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     comps = {c.name: c for c in (Gain, Offset, Clip, FrameSum, Spatial)}
@@ -346,3 +358,17 @@ def test_typo_in_stage_params_lists_valid_parameters(registered: None) -> None:
         TypeError, match=r"unknown parameter\(s\) \['gian'\] .*valid parameters are \['gain'\]"
     ):
         Pipeline.from_config({"stages": {"a": {"_target_": "test.gain", "gian": 2.0}}})
+
+
+def test_batched_stage_keeps_the_leading_axes_it_was_given() -> None:
+    """A ``*yx`` stage fed a ``tyx`` movie outputs ``tyx``: the next ``tyx`` stage gets no
+    adapter (before, the output was taken as ``yx`` and a singleton ``t`` was added)."""
+    p = Pipeline(
+        {"smooth": Smooth(), "gain": Gain()}, inputs={"movie": {"axes": "tyx", "units": "s"}}
+    )
+    assert p.adapters == []
+    assert p.plan[0].out_schema["output"].axes == "tyx"
+    assert p(movie=_movie()).shape == (6, 5, 4)
+    # without a concrete source the output keeps its batched schema
+    q = Pipeline({"smooth": Smooth()}, inputs={"image": {"axes": "*yx"}})
+    assert q.plan[0].out_schema["output"].axes == "*yx"
