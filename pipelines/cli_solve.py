@@ -19,9 +19,7 @@ swapped and why).  The task library is the one beside the registry
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,16 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from pipelines._cli_common import (
+    ConfigKeyError,
+    compose,
+    container,
+    hydra_app,
+    jsonable,
+    now_utc,
+    provenance,
+    report_user_errors,
+    write_json,
+)
 from pipelines.cli_run import (
-    CONF_DIR,
     DataConfig,
     PathsConfig,
     RegistryConfig,
     ReportConfig,
-    _container,
-    _git_commit,
-    _jsonable,
-    _versions,
     write_outputs,
 )
 
@@ -114,6 +118,18 @@ class SolveConfig:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+
+
+_SCHEMAS: dict[str, type] = {
+    "": SolveConfig,
+    "task": TaskConfig,
+    "labels": LabelsConfig,
+    "solve": SolveOptions,
+    "data": DataConfig,
+    "registry": RegistryConfig,
+    "paths": PathsConfig,
+    "report": ReportConfig,
+}
 
 
 def register_solve_configs() -> None:
@@ -206,27 +222,25 @@ def compose_solve_config(
     """Compose the solve config (groups ``task/``, ``solve/``, ``data/`` ... of ``conf/``)
     with overrides through Hydra's compose API.
 
+    Raises
+    ------
+    pipelines._cli_common.ConfigKeyError
+        A mistyped key (``solve.budgt=3``); the message lists the valid keys.
+
     Examples
     --------
     >>> cfg = compose_solve_config(["task=find-transits"])
     >>> cfg.task.goal, cfg.task.modality
     ('find-transits', 'light-curve')
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     register_solve_configs()
-    overrides = _task_file_overrides(list(overrides))
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(
-        config_dir=str(CONF_DIR), version_base="1.3", job_name="learndock_solve"
-    ):
-        return compose(
-            config_name="learndock_solve_config",
-            overrides=overrides,
-            return_hydra_config=return_hydra_config,
-        )
+    return compose(
+        "learndock_solve_config",
+        _task_file_overrides(list(overrides)),
+        job_name="learndock_solve",
+        schemas=_SCHEMAS,
+        return_hydra_config=return_hydra_config,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -324,7 +338,7 @@ def execute_solve(
     from specs.tasks import TaskLibrary
 
     try:
-        plain = _container(cfg)
+        plain = container(cfg)
     except MissingMandatoryValue as exc:
         key = getattr(exc, "full_key", "") or "task.goal"
         hint = (
@@ -337,7 +351,7 @@ def execute_solve(
     out.mkdir(parents=True, exist_ok=True)
     threads = set_threads(plain.get("threads"))
     t0 = time.perf_counter()
-    started = _dt.datetime.now(_dt.UTC).isoformat()
+    started = now_utc()
     tcfg, scfg = plain.get("task") or {}, plain.get("solve") or {}
     goal = tcfg.get("goal")
     if not goal or goal == "???":
@@ -372,7 +386,7 @@ def execute_solve(
             )
         )
     root = (plain.get("registry") or {}).get("root") or (plain.get("paths") or {}).get("registry")
-    library = TaskLibrary(os.path.expanduser(str(root)) if root else None)
+    library = TaskLibrary(Path(str(root)).expanduser() if root else None)
     if source is None and (plain.get("registry") or {}).get("seed_builtins"):
         source = _seeded_source(library.root)
     task = S.Task(
@@ -426,25 +440,22 @@ def execute_solve(
     index = write_outputs(arrays, out / "outputs.zarr")
     trace = dict(res.trace)
     trace["published"] = published
-    (out / "solve.json").write_text(json.dumps(_jsonable(trace), indent=2))
-    provenance = {
-        "learndock_solve": {
-            "started": started,
-            "seconds": round(seconds, 3),
-            "output_dir": str(out.resolve()),
-        },
-        "overrides": list(overrides or []),
-        "config": plain,
-        "pipeline": res.config,
-        "task_id": res.solved.task_id if res.solved else None,
-        "task_library": str(library.path),
-        "data": run.meta,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "threads": threads,
-        "seed": int(plain.get("seed", 0)),
-    }
-    (out / "provenance.json").write_text(json.dumps(_jsonable(provenance), indent=2))
+    write_json(out / "solve.json", trace)
+    prov = provenance(
+        "learndock_solve",
+        started=started,
+        seconds=seconds,
+        output_dir=out,
+        overrides=overrides,
+        config=plain,
+        threads=threads,
+        seed=int(plain.get("seed", 0)),
+        pipeline=res.config,
+        task_id=res.solved.task_id if res.solved else None,
+        task_library=str(library.path),
+        data=run.meta,
+    )
+    write_json(out / "provenance.json", prov)
     report_path = None
     if (plain.get("report") or {}).get("enabled", True):
         report_path = rep.render_report(
@@ -452,8 +463,8 @@ def execute_solve(
             title=(plain.get("report") or {}).get("title") or f"learndock solve · {task.goal}",
             subtitle=task.description,
             sections=_sections(res, task),
-            metrics=_jsonable(metrics),
-            provenance=_jsonable(provenance),
+            metrics=jsonable(metrics),
+            provenance=jsonable(prov),
             pipeline=" -> ".join(
                 f"{r}: {'+'.join(n)}"
                 for r, n in zip(S.stage_roles(res.pipeline), res.trace["result"]["stages"])
@@ -462,7 +473,7 @@ def execute_solve(
     result = {
         "goal": task.goal,
         "pipeline": res.config,
-        "metrics": _jsonable(metrics),
+        "metrics": jsonable(metrics),
         "origin": res.trace["result"]["origin"],
         "task_id": res.solved.task_id if res.solved else None,
         "published": published,
@@ -472,8 +483,8 @@ def execute_solve(
         "trace": str((out / "solve.json").resolve()),
         "seconds": round(seconds, 3),
     }
-    (out / "result.json").write_text(json.dumps(_jsonable(result), indent=2))
-    return result
+    write_json(out / "result.json", result)
+    return jsonable(result)
 
 
 def _sections(res: Any, task: Any) -> list[Any]:
@@ -654,8 +665,14 @@ def _publish(res: Any, root: Path, task: Any) -> list[str]:
 def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    from pipelines import solve as S
+
     hc = HydraConfig.get()
-    result = execute_solve(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    result = report_user_errors(
+        "learndock solve",
+        lambda: execute_solve(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task)),
+        errors=(ValueError, TypeError, LookupError, OSError, S.BudgetTooSmallError),
+    )
     print(f"learndock solve: {result['goal']} -> {hc.runtime.output_dir}")
     print(json.dumps({"origin": result["origin"], **result["metrics"]}, indent=2))
     if result.get("report"):
@@ -664,10 +681,6 @@ def _task(cfg: Any) -> None:
 
 def main() -> None:
     """Entry point (``pipelines.cli`` sets ``sys.argv`` to the Hydra overrides)."""
-    import hydra
-
-    from pipelines import solve as S
-
     register_solve_configs()
     args = [("solve.publish=true" if a == "--publish" else a) for a in sys.argv[1:]]
     try:
@@ -675,19 +688,17 @@ def main() -> None:
     except (OSError, ValueError) as exc:
         print(f"learndock solve: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # validate single-run overrides first so that a typo lists the valid keys
+    if not any(a.startswith("-") for a in args):
+        try:
+            compose_solve_config([a for a in args if not a.startswith("hydra")])
+        except ConfigKeyError as exc:
+            print(f"learndock solve: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except Exception:
+            pass  # Hydra reports other composition errors itself below
     sys.argv = [sys.argv[0], *args]
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    app = hydra.main(
-        config_path=str(CONF_DIR), config_name="learndock_solve_config", version_base="1.3"
-    )(_task)
-    try:
-        app()
-    except (
-        S.NoCandidateError,
-        S.BudgetTooSmallError,
-    ) as exc:  # pragma: no cover - Hydra catches first
-        print(f"learndock solve: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    hydra_app("learndock_solve_config", _task)()
 
 
 if __name__ == "__main__":  # pragma: no cover
