@@ -18,6 +18,12 @@ marked shards and recomputes the others, overwriting whole shards, so the resume
 is bit-for-bit the output of an uninterrupted run and nothing is lost.  A job fingerprint
 (``.batch/job.json``) stops a different job from resuming into the same output.
 
+Components returning a row table (``positions`` plus per-row fields, e.g.
+``detection.spots``) also get their rows kept per shard, in global coordinates and in
+the shard's core only (``output/table``, :func:`read_table`).  Ragged light-curve
+archives (many targets back to back) are processed a run of whole targets per task,
+with one durable part file and one marker per task (:func:`read_targets`).
+
 Schedulers: ``"local"`` (dask threads, the default), ``"synchronous"``,
 ``"distributed"`` (a ``dask.distributed.LocalCluster``), ``"slurm"``
 (``dask_jobqueue.SLURMCluster``) or the address of a running dask scheduler
@@ -1008,6 +1014,23 @@ def run_batch(
         ``log_interval`` seconds otherwise).
     config : dict, optional
         Extra configuration recorded in the provenance (e.g. the CLI/Hydra config).
+    table : bool, optional
+        Keep the row table of an output that has one (a field ``table_key`` of shape
+        ``(rows, ndim)`` plus per-row fields, like ``detection.spots``'s ``SpotTable``):
+        each shard writes its rows with positions in *global* coordinates, keeping only
+        the rows whose nearest pixel lies in the shard's core (not its halo), so a row is
+        neither lost nor duplicated at shard borders; the run concatenates them into
+        ``output/table`` (:func:`read_table`).  Default (None): when the output has such a
+        field; ``False`` ignores it; ``True`` requires it.
+    table_key : str
+        The positions field of a table output (default ``"positions"``).
+    columns : sequence of str
+        Ragged light-curve archives only: the archive arrays passed to ``fn`` per
+        target, positionally (default ``("time", "flux")``).
+    targets_per_task : int, optional
+        Ragged light-curve archives only: targets per task (= per part file and
+        completion marker).  Default: about 2**20 cadences per task, at least four tasks
+        per worker.
 
     Returns
     -------
@@ -1023,6 +1046,17 @@ def run_batch(
 
     Notes
     -----
+    **Ragged light-curve archives** (:func:`~pipelines.io.write_lightcurve_zarr`) are
+    processed one run of whole targets per task: ``fn(*columns)`` is called once per
+    target with that target's arrays (numpy arrays for plain functions, tensors for
+    modules) and may return an array, a dict, a named tuple or a dataclass (e.g. a
+    ``TransitCandidate``); every field keeps its own per-target shape (scalars, a
+    detrended light curve, a periodogram).  Each task stores its targets' fields in
+    ``output/parts/<k>.npz`` (no pickle; written atomically and fsynced) before its
+    marker, so the guarantees are those of image shards.  After the run,
+    ``output/table`` holds one row per target with its scalar fields, and
+    :func:`read_targets` reads any field of any target.
+
     Output: ``output/data`` (Zarr v3, shards = blocks), ``output/provenance.json``
     (config, package versions, git hash, host, inputs with checksums; also in the
     group attributes), ``output/.batch/job.json`` (job fingerprint),
@@ -1162,9 +1196,18 @@ def run_batch(
         use_table = _is_structured(raw) and table_key in _output_fields(raw)
     else:
         use_table = bool(table)
-    probe.clear()
     if use_table:
         block_fn.table = _TableSink(str(out), table_key, x.chunks, depth, durable=durable)
+        if probe:  # check the table's shape now rather than in the middle of the run
+            blk, raw = probe["block"], probe["raw"]
+            fields = _output_fields(raw) if _is_structured(raw) else {}
+            if table_key not in fields:
+                raise ValueError(
+                    f"table: expected the output of {block_fn._who()} to hold a {table_key!r} "
+                    f"field (rows, ndim), got {sorted(fields) or type(raw).__name__}"
+                )
+            block_fn.table.rows(fields, tuple(blk.shape), (0,) * x.ndim)
+    probe.clear()
     per_task = _estimate_task_bytes(x, depth, out_dtype)
     # blocks in flight within the memory budget: the whole run (local, distributed) or one
     # Slurm job (``memory_limit`` is the memory of each job there)

@@ -170,6 +170,23 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an output of a different job.")
         ] = False,
+        table: Annotated[
+            bool | None,
+            typer.Option(
+                "--table/--no-table",
+                help="Keep the row table of a table output (default: when it has positions).",
+            ),
+        ] = None,
+        columns: Annotated[
+            str | None,
+            typer.Option(
+                "--columns", help="Light-curve archives: arrays passed to TARGET (time,flux)."
+            ),
+        ] = None,
+        targets_per_task: Annotated[
+            int | None,
+            typer.Option("--targets-per-task", help="Light-curve archives: targets per task."),
+        ] = None,
     ) -> None:
         """Apply a component or pipeline over an archive, chunk by chunk, resumably."""
         from pipelines.batch import run_batch
@@ -202,6 +219,11 @@ def register(app: typer.Typer) -> None:
                 cluster_options=cluster_options,
                 overwrite=overwrite,
                 output_key=output_key,
+                table=table,
+                columns=tuple(c.strip() for c in columns.split(","))
+                if columns
+                else ("time", "flux"),
+                targets_per_task=targets_per_task,
                 config={
                     "cli": {
                         "target": target,
@@ -216,3 +238,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"{result.output}: {result.n_shards} shards ({result.n_skipped} already done, {result.n_computed} computed) in {result.seconds:.1f} s"
         )
+        rows = (result.provenance.get("output") or {}).get("table", {}).get("rows")
+        if result.dtype == "record":
+            rows = result.shape[0]
+        if rows is not None:
+            typer.echo(f"table: {rows} rows in {result.output / 'table'}")

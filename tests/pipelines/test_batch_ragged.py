@@ -234,3 +234,28 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     vb, ob = read_targets(clean.output).ragged("flux")
     assert va.tobytes() == vb.tobytes() and oa.tobytes() == ob.tobytes()
     np.testing.assert_array_equal(oa, open_dataset(inp).attrs["offsets"])
+
+
+def test_distributed_two_workers_match_local(tmp_path):
+    inp, _ = _ragged_archive(tmp_path / "field.zarr", 8, 2.0, seed=6)
+
+    def stats(time, flux):
+        return {"mean": np.nanmean(flux), "diff": np.diff(time)}
+
+    local = run_batch(stats, inp, tmp_path / "local", targets_per_task=2, progress=False)
+    dist = run_batch(
+        stats,
+        inp,
+        tmp_path / "dist",
+        targets_per_task=2,
+        scheduler="distributed",
+        n_workers=2,
+        cluster_options={"processes": False},
+        progress=False,
+    )
+    assert dist.n_computed == local.n_computed == 4
+    for k in range(4):
+        assert (local.output / "parts" / f"{k}.npz").read_bytes() == (
+            dist.output / "parts" / f"{k}.npz"
+        ).read_bytes()
+    assert read_table(dist.output)["mean"].tobytes() == read_table(local.output)["mean"].tobytes()

@@ -9,8 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from pipelines.batch import read_table
 from pipelines.cli_data import load_batch_config, register, resolve_target
-from pipelines.io import open_dataset, write_zarr
+from pipelines.io import open_dataset, write_lightcurve_zarr, write_zarr
+from sample_data.lightcurves import light_curves
 
 
 @pytest.fixture
@@ -59,6 +61,24 @@ def test_batch_command_component_and_resume(app, tmp_path):
     assert "2 already done, 0 computed" in again.output
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["config"]["cli"]["target"] == "detection.spots"
+
+
+def test_batch_command_light_curve_archive(app, tmp_path):
+    data, _ = light_curves(seed=2, size=(4, 3.0), kinds=("transit",))
+    curves = [
+        {"time": data["time"][: 3000 + 200 * i], "flux": data["flux"][i, : 3000 + 200 * i]}
+        for i in range(4)
+    ]
+    inp = write_lightcurve_zarr(curves, tmp_path / "lc.zarr")
+    args = ["batch", "detection.transits", "--input", str(inp), "--output", str(tmp_path / "bls")]
+    args += ["--param", "min_period=0.7", "--param", "max_period=1.4", "--targets-per-task", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 shards (0 already done, 2 computed)" in res.output and "table: 4 rows" in res.output
+    table = read_table(tmp_path / "bls")
+    assert table["period"].shape == (4,) and np.isfinite(table["snr"]).all()
+    res = CliRunner().invoke(app, [*args[:6], "--halo", "3"])
+    assert res.exit_code == 2 and "halo" in res.output
 
 
 def test_batch_command_errors(app, tmp_path):
