@@ -272,17 +272,21 @@ def _filter_fft_dense(img: Tensor, k: Tensor) -> Tensor:
     return y[tuple(slice(r, r + n) for r, n in zip(rad, img.shape))][None]
 
 
-def _robust_sigma(r: Tensor, valid: Tensor | None, max_samples: int = 1 << 18) -> Tensor:
+def _robust_sigma(r: Tensor, valid: Tensor | None, max_samples: int = 1 << 16) -> Tensor:
     """1.4826 x MAD of each scale's response (strided subsample of at most ``max_samples``)."""
     flat = r.reshape(r.shape[0], -1)
     if valid is not None:
         v = valid.reshape(-1)
         flat = flat[:, v]
     step = max(1, flat.shape[1] // max_samples)
-    sub = flat[:, ::step]
+    return _mad_sigma(flat[:, ::step])
+
+
+def _mad_sigma(sub: Tensor) -> Tensor:
+    """1.4826 x median absolute deviation of each row of ``sub`` (floored at ``tiny``)."""
     med = sub.median(dim=1, keepdim=True).values
     mad = (sub - med).abs().median(dim=1).values
-    tiny = torch.finfo(r.dtype).tiny
+    tiny = torch.finfo(sub.dtype).tiny
     return (1.4826 * mad).clamp_min(tiny)
 
 
@@ -297,6 +301,31 @@ def _as_scales(sigma: Any) -> list[float]:
     for s in scales:
         check_positive(s, "sigma")
     return scales
+
+
+def _separable_templates(
+    image: Tensor, scales: list[float], template: str, anisotropy: float
+) -> tuple[list[list[tuple[float, list[Tensor]]]], Tensor, int]:
+    """Separable terms of every scale's template, their spot gains and the longest kernel
+    (checked against the image size)."""
+    ndim = image.ndim
+    terms = [
+        _separable_terms(s, ndim, anisotropy, template, image.dtype, image.device) for s in scales
+    ]
+    for ts in terms:
+        for a in range(ndim):
+            n = ts[0][1][a].numel()
+            if n // 2 >= image.shape[a]:
+                raise ValueError(
+                    f"sigma: a template of {n} taps along axis {a} is larger than the image "
+                    f"(shape {tuple(image.shape)}); use a smaller sigma or a larger image"
+                )
+    kernels = [_dense_kernel(ts) for ts in terms]
+    gain = image.new_tensor(
+        [_spot_gain(k, _sigmas_per_axis(s, ndim, anisotropy)) for k, s in zip(kernels, scales)]
+    )
+    longest = max(k.shape[a] for k in kernels for a in range(ndim))
+    return terms, gain, longest
 
 
 def spot_filter(
@@ -347,27 +376,403 @@ def spot_filter(
         gain = image.new_tensor([float((k * raw / raw.abs().max().clamp_min(1e-30)).sum())])
         return resp, gain
     scales = _as_scales(sigma)
-    terms = [
-        _separable_terms(s, ndim, anisotropy, template, image.dtype, image.device) for s in scales
-    ]
-    for ts in terms:
-        for a in range(ndim):
-            n = ts[0][1][a].numel()
-            if n // 2 >= image.shape[a]:
-                raise ValueError(
-                    f"sigma: a template of {n} taps along axis {a} is larger than the image "
-                    f"(shape {tuple(image.shape)}); use a smaller sigma or a larger image"
-                )
-    kernels = [_dense_kernel(ts) for ts in terms]
-    gain = image.new_tensor(
-        [_spot_gain(k, _sigmas_per_axis(s, ndim, anisotropy)) for k, s in zip(kernels, scales)]
-    )
-    if method == "auto":
-        longest = max(k.shape[a] for k in kernels for a in range(ndim))
+    terms, gain, longest = _separable_templates(image, scales, template, anisotropy)
+    if method in ("auto", "tiled"):
         method = "separable" if longest <= _FFT_TAPS and image.numel() < _FFT_NUMEL else "fft"
     if method == "separable":
         return _filter_separable(image, terms), gain
     return _filter_fft(image, terms), gain
+
+
+# --------------------------------------------------------------------------------------
+# default path: discrete LoG scale space, all scales in one pass over tiles
+# --------------------------------------------------------------------------------------
+_TILE_TARGET = 1 << 17  # output pixels per tile (the working set of a tile stays in cache)
+_TILE_BLOCK = 16  # outputs per block-Toeplitz GEMM in the scale-space passes
+
+
+def _reflect_index(idx: Tensor, n: int) -> Tensor:
+    """Indices of ``reflect`` padding (mirror without repeating the edge), any distance."""
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = idx.abs() % period
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def _toeplitz(k: Tensor, block: int) -> Tensor:
+    """(block + L - 1, block) matrix whose product with a window is a valid correlation."""
+    length = k.numel()
+    j = torch.arange(block + length - 1, device=k.device)[:, None]
+    i = torch.arange(block, device=k.device)[None, :]
+    d = j - i
+    inside = (d >= 0) & (d < length)
+    return torch.where(inside, k[d.clamp(0, length - 1)], k.new_zeros(()))
+
+
+def _valid_conv(x: Tensor, toe: Tensor, length: int, axis: int) -> Tensor:
+    """Valid correlation of ``x`` along ``axis`` with the kernel behind ``toe``.
+
+    Blocks of ``B`` outputs are GEMMs with the (B + L - 1, B) Toeplitz matrix: along the
+    last axis on the unfolded windows, along other axes as a batched product with the
+    overlapping windows viewed in place (the contiguous trailing axes are the GEMM
+    columns, so nothing is transposed).
+    """
+    block = toe.shape[1]
+    win = block + length - 1
+    n_in = x.shape[axis]
+    n_out = n_in - length + 1
+    nb = -(-n_out // block)
+    extra = nb * block + length - 1 - n_in
+    if extra:
+        x = F.pad(x, [0, 0] * (x.ndim - 1 - axis) + [0, extra])
+    if axis == x.ndim - 1:
+        seg = x.unfold(-1, win, block)  # (..., nb, win)
+        out = (seg.reshape(-1, win) @ toe).reshape(*seg.shape[:-2], nb * block)
+        return out[..., :n_out]
+    lead = x.shape[:axis]
+    tail = x.shape[axis + 1 :]
+    seg = x.unfold(axis, win, block).movedim(-1, axis + 1)  # (..., nb, win, *tail)
+    seg = seg.reshape(*lead, nb, win, math.prod(tail))
+    out = torch.matmul(toe.T, seg)  # (..., nb, B, prod(tail))
+    return out.reshape(*lead, nb * block, *tail).narrow(axis, 0, n_out)
+
+
+class _ScaleSpace:
+    """The discrete LoG scale space of a list of scales (see :func:`detect_spots`).
+
+    ``G_k = g(delta_k) * G_{k-1}`` with ``delta_k^2 = s_k^2 - s_{k-1}^2`` per axis (a
+    sampled, normalised Gaussian of radius ``ceil(4 delta)``), and the scale-normalised
+    response ``R_k = -sum_i s_{k,i}^2 (G_k[+1] - 2 G_k + G_k[-1])_i``.
+    """
+
+    def __init__(self, scales: list[float], ndim: int, anisotropy: float, like: Tensor) -> None:
+        self.ndim = ndim
+        self.sig = [_sigmas_per_axis(s, ndim, anisotropy) for s in scales]
+        self.kernels: list[list[Tensor]] = []
+        prev = [0.0] * ndim
+        for sig in self.sig:
+            ks = []
+            for a in range(ndim):
+                d = math.sqrt(max(sig[a] ** 2 - prev[a] ** 2, 0.0))
+                if d < 1e-3:
+                    ks.append(torch.ones(1, dtype=torch.float64))
+                else:
+                    ks.append(
+                        _gauss_1d(
+                            d,
+                            max(1, math.ceil(4.0 * d)),
+                            order=0,
+                            dtype=torch.float64,
+                            device="cpu",
+                        )
+                    )
+            self.kernels.append(ks)
+            prev = sig
+        self.rad = [[k.numel() // 2 for k in ks] for ks in self.kernels]
+        # total halo per axis: every smoothing radius plus 1 for the Laplacian
+        self.halo = [sum(r[a] for r in self.rad) + 1 for a in range(ndim)]
+        self.toe = [
+            [_toeplitz(k.to(like), _TILE_BLOCK) if k.numel() > 1 else None for k in ks]
+            for ks in self.kernels
+        ]
+        self.gain = like.new_tensor([self._gain(i) for i in range(len(scales))])
+
+    def effective_kernel(self, i: int) -> Tensor:
+        """Dense float64 kernel of scale ``i`` (for its gain and for tests)."""
+        per_axis = []
+        for a in range(self.ndim):
+            k = torch.ones(1, dtype=torch.float64)
+            for ks in self.kernels[: i + 1]:
+                k = torch.from_numpy(np.convolve(k.numpy(), ks[a].numpy()))
+            per_axis.append(F.pad(k, (1, 1)))
+        g = per_axis[0]
+        for k in per_axis[1:]:
+            g = g[..., None] * k
+        lap = torch.zeros_like(g)
+        for a in range(self.ndim):
+            lap = lap - self.sig[i][a] ** 2 * (g.roll(1, a) - 2 * g + g.roll(-1, a))
+        return lap
+
+    def _gain(self, i: int) -> float:
+        return _spot_gain(self.effective_kernel(i), self.sig[i])
+
+    def amplitudes(self, tile: Tensor, out_shape: list[int], grad: bool):
+        """Yield the amplitude map ``R_k / gain_k`` of each scale on the centre
+        ``out_shape`` of ``tile`` (which carries ``halo`` extra samples on both sides of
+        every axis).  In-place arithmetic unless ``grad``."""
+        cur = tile
+        left = list(self.halo)
+        centre = tuple(slice(1, 1 + n) for n in out_shape)
+        for i, toes in enumerate(self.toe):
+            for a in range(self.ndim - 1, -1, -1):
+                if toes[a] is not None:
+                    cur = _valid_conv(cur, toes[a], self.kernels[i][a].numel(), a)
+                    left[a] -= self.rad[i][a]
+            # crop to the output region plus one sample for the Laplacian
+            c = cur[tuple(slice(h - 1, h + 1 + n) for h, n in zip(left, out_shape))]
+            w = [-(v**2) / float(self.gain[i]) for v in self.sig[i]]
+            r = None
+            for a in range(self.ndim):
+                lo = tuple(
+                    slice(0, n) if b == a else q for b, (q, n) in enumerate(zip(centre, out_shape))
+                )
+                hi = tuple(
+                    slice(2, 2 + n) if b == a else q
+                    for b, (q, n) in enumerate(zip(centre, out_shape))
+                )
+                if r is None:
+                    r = torch.add(c[lo], c[hi])
+                    r = r.mul(w[a]) if grad else r.mul_(w[a])
+                else:
+                    r = (
+                        r + w[a] * (c[lo] + c[hi])
+                        if grad
+                        else r.add_(c[lo], alpha=w[a]).add_(c[hi], alpha=w[a])
+                    )
+            cw = -2.0 * sum(w)
+            yield r + cw * c[centre] if grad else r.add_(c[centre], alpha=cw)
+
+
+def _sample_positions(n_before: int, n_here: int, step: int) -> slice:
+    """Positions in a tile whose global (flat) index is a multiple of ``step``."""
+    return slice((-n_before) % step, n_here, step)
+
+
+def _map_tiles(fn: Any, items: list[Any], *, parallel: bool) -> list[Any]:
+    """``[fn(i) for i in items]``, on ``torch.get_num_threads()`` worker threads with
+    single-threaded torch ops inside (coarse-grained parallelism: tile operations are
+    too small for intra-op threads, whose barriers stall on a busy machine).  The
+    torch thread count is restored afterwards."""
+    n = torch.get_num_threads()
+    if not parallel or n < 2 or len(items) < 2:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(
+            max_workers=min(n, len(items)), initializer=torch.set_num_threads, initargs=(1,)
+        ) as ex:
+            return list(ex.map(fn, items))
+    finally:
+        torch.set_num_threads(n)
+
+
+def _scale_space_score(
+    img: Tensor,
+    scales: list[float],
+    anisotropy: float,
+    valid: Tensor | None,
+    thr: Tensor,
+    temp: Tensor,
+    max_samples: int = 1 << 16,
+) -> tuple[Tensor, Tensor | None, Tensor, _ScaleSpace, Tensor, Tensor]:
+    """Score map (SNR at the best scale), best-scale index, amplitude noise per scale,
+    the scale space (kernels, gains), probability map and the pixels above threshold, tile by tile along the first axis.
+
+    Pass 1: each tile (with a halo of the summed smoothing radii, reflect-padded at the
+    image border) is smoothed incrementally from scale to scale by block-Toeplitz GEMMs;
+    only the per-pixel maximum over scales of the amplitude ``R_k / gain_k`` and its
+    index are kept (memory: a few image copies whatever the number of scales), plus a
+    strided sample (every ``step``-th valid pixel) of each scale's amplitude for its MAD
+    noise.  Pass 2, chunk by chunk: SNR = amplitude / noise of the best scale,
+    probability and threshold.  Differentiable in ``img``, ``thr`` and ``temp`` (one tile
+    when the image requires grad).
+    """
+    ndim = img.ndim
+    n_s = len(scales)
+    for s in scales:
+        for a, sg in enumerate(_sigmas_per_axis(s, ndim, anisotropy)):
+            n = 2 * max(1, math.ceil(4.0 * sg)) + 1
+            if n // 2 >= img.shape[a]:
+                raise ValueError(
+                    f"sigma: a template of {n} taps along axis {a} is larger than the image "
+                    f"(shape {tuple(img.shape)}); use a smaller sigma or a larger image"
+                )
+    space = _ScaleSpace(scales, ndim, anisotropy, img)
+    grad = torch.is_grad_enabled() and img.requires_grad
+    n0 = img.shape[0]
+    rest = list(img.shape[1:])
+    m = math.prod(rest)
+    rows = n0 if grad else int(min(n0, max(8, _TILE_TARGET // max(1, m), space.halo[0])))
+    amp_best = img.new_empty(img.shape) if not grad else None
+    best = img.new_zeros(img.shape, dtype=torch.uint8) if n_s > 1 else None
+    n_valid = int(valid.sum()) if valid is not None else img.numel()
+    step = max(1, n_valid // max_samples)
+    samples: list[list[Tensor]] = [[] for _ in range(n_s)]
+    rest_idx = [
+        _reflect_index(torch.arange(-h, n + h, device=img.device), n)
+        for h, n in zip(space.halo[1:], rest)
+    ]
+    h0 = space.halo[0]
+
+    def run_tile(r0: int) -> tuple[list[Tensor], Tensor | None]:
+        r1 = min(n0, r0 + rows)
+        nr = r1 - r0
+        ridx = _reflect_index(torch.arange(r0 - h0, r1 + h0, device=img.device), n0)
+        tile = img.index_select(0, ridx)
+        for a in range(1, ndim):
+            tile = tile.index_select(a, rest_idx[a - 1])
+        if valid is not None:
+            v = valid[r0:r1].reshape(-1)
+            pick = _sample_positions(int(n_before[r0 // rows]), int(v.sum()), step)
+        else:
+            v = None
+            pick = _sample_positions(r0 * m, nr * m, step)
+        out: list[Tensor] = []
+        tb = None
+        ti = None
+        for k, amp in enumerate(space.amplitudes(tile, [nr, *rest], grad)):
+            flat = amp.reshape(-1)
+            sub = (flat[v] if v is not None else flat)[pick]
+            out.append(sub if grad or v is not None else sub.clone())
+            if tb is None:
+                tb = amp
+                if best is not None:
+                    ti = torch.zeros(amp.shape, dtype=amp.dtype, device=amp.device)
+                continue
+            # index of the best scale in float arithmetic (boolean masks are slow on
+            # CPU): indices grow with k, so ti = max(ti, k [amp > tb])
+            up = torch.gt(amp.detach(), tb.detach(), out=torch.empty_like(ti))
+            ti = torch.maximum(ti, up.mul_(float(k)), out=ti)
+            tb = torch.maximum(tb, amp) if grad else torch.maximum(tb, amp, out=tb)
+        if best is not None:
+            best[r0:r1] = ti
+        if grad:
+            return out, tb
+        amp_best[r0:r1] = tb
+        return out, None
+
+    starts = list(range(0, n0, rows))
+    if valid is not None:
+        per_tile = valid.reshape(n0, -1).sum(1).reshape(-1)
+        counts = torch.stack([per_tile[r0 : r0 + rows].sum() for r0 in starts])
+        n_before = torch.cumsum(counts, 0) - counts
+    results = _map_tiles(run_tile, starts, parallel=not grad)
+    for k in range(n_s):
+        samples[k] = [r[0][k] for r in results]
+    if grad:
+        amp_best = results[0][1]
+    assert amp_best is not None
+    noise = _mad_sigma(torch.stack([torch.cat(q) for q in samples]))
+    inv = 1.0 / noise
+    # pass 2: SNR, probability and candidates, in cache-sized chunks
+    if grad or thr.requires_grad or temp.requires_grad:
+        score = amp_best * (inv[best.long()] if best is not None else inv[0])
+        if valid is not None:
+            score = torch.where(valid, score, torch.zeros_like(score))
+        probability = torch.sigmoid((score - thr) / temp)
+        above = (score.detach() > thr.detach()).nonzero()
+        return score, best, noise, space, probability, above
+    score = amp_best
+    probability = torch.empty_like(score)
+    flat_s = score.view(-1)
+    flat_p = probability.view(-1)
+    flat_b = best.view(-1) if best is not None else None
+    flat_v = valid.reshape(-1) if valid is not None else None
+    t = float(thr)
+    tt = float(temp)
+    chunk = 1 << 18
+
+    def run_chunk(c0: int) -> Tensor:
+        sc = flat_s[c0 : c0 + chunk]
+        if flat_b is not None:
+            sc.mul_(inv[flat_b[c0 : c0 + chunk].int()])
+        else:
+            sc.mul_(inv[0])
+        if flat_v is not None:
+            sc.mul_(flat_v[c0 : c0 + chunk])
+        torch.sub(sc, t, out=flat_p[c0 : c0 + chunk]).div_(tt).sigmoid_()
+        return (sc > t).nonzero()[:, 0] + c0
+
+    hits = _map_tiles(run_chunk, list(range(0, flat_s.numel(), chunk)), parallel=True)
+    flat_idx = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.long, device=img.device)
+    above = torch.stack(torch.unravel_index(flat_idx, img.shape), dim=1)
+    return score, best, noise, space, probability, above
+
+
+def _refine_at_scale(
+    img: Tensor, idx: Tensor, s_idx: Tensor, space: _ScaleSpace, chunk: int = 512
+) -> Tensor:
+    """Sub-pixel positions from each spot's own scale (not the patchwork best-scale map).
+
+    For each peak the response of its scale's template (the dense scale-space kernel,
+    truncated at 4 sigma + 1 per axis) is evaluated on the 3^ndim pixels around it; the
+    peak moves to the best of them (once) and is refined per axis by the vertex of the
+    log-parabola through three responses.  Differentiable in ``img``.
+    """
+    ndim = img.ndim
+    pos = idx.to(img.dtype)
+    if idx.shape[0] == 0:
+        return pos
+    out = pos.clone()
+    shape = torch.tensor(img.shape, device=idx.device)
+    offs = torch.stack(
+        torch.meshgrid(*([torch.arange(-1, 2, device=idx.device)] * ndim), indexing="ij"), -1
+    ).reshape(-1, ndim)
+    centre = (3**ndim) // 2
+    dims = tuple(range(1, 1 + ndim))
+    for k in range(len(space.sig)):
+        sel = (s_idx == k).nonzero()[:, 0]
+        if sel.numel() == 0:
+            continue
+        full = space.effective_kernel(k)
+        rad = [min(n // 2, math.ceil(4.0 * sg) + 1) for n, sg in zip(full.shape, space.sig[k])]
+        ker = full[tuple(slice(n // 2 - r, n // 2 + r + 1) for n, r in zip(full.shape, rad))]
+        ker = ker.to(img)
+        grids = torch.meshgrid(
+            *[torch.arange(-r - 1, r + 2, device=idx.device) for r in rad], indexing="ij"
+        )
+        rel = torch.stack([g.reshape(-1) for g in grids], -1)  # (P, ndim)
+        psz = [2 * r + 3 for r in rad]
+
+        def responses(
+            at: Tensor, ker: Tensor = ker, rel: Tensor = rel, psz: list = psz, rad: list = rad
+        ) -> Tensor:
+            co = at[:, None, :] + rel[None]  # (n, P, ndim)
+            co = torch.stack([_reflect_index(co[..., a], int(shape[a])) for a in range(ndim)], -1)
+            patch = img[tuple(co.reshape(-1, ndim).T)].reshape(at.shape[0], *psz)
+            resp = []
+            for o in offs.tolist():
+                sl = tuple(slice(1 + q, 2 + q + 2 * r) for q, r in zip(o, rad))
+                resp.append((patch[(slice(None), *sl)] * ker).sum(dims))
+            return torch.stack(resp, 1)  # (n, 3^ndim)
+
+        for c0 in range(0, sel.numel(), chunk):
+            rows = sel[c0 : c0 + chunk]
+            at = idx[rows]
+            r3 = responses(at)
+            j = r3.detach().argmax(1)
+            moved = j != centre
+            if bool(moved.any()):
+                at = at + torch.where(moved[:, None], offs[j], torch.zeros_like(offs[j]))
+                at = torch.minimum(at.clamp_min(0), shape - 1)
+                r3 = responses(at)
+            r3 = r3.reshape(-1, *([3] * ndim))
+            tiny = torch.finfo(img.dtype).tiny
+            off = []
+            for a in range(ndim):
+                ix = [1] * ndim
+                lo = list(ix)
+                hi = list(ix)
+                lo[a] = 0
+                hi[a] = 2
+                f0 = r3[(slice(None), *ix)]
+                fl = r3[(slice(None), *lo)]
+                fh = r3[(slice(None), *hi)]
+                ok = (fl > 0) & (fh > 0) & (f0 > 0)
+                lf0, lfl, lfh = (torch.log(v.clamp_min(tiny)) for v in (f0, fl, fh))
+                num = torch.where(ok, lfl - lfh, fl - fh)
+                den = torch.where(ok, lfl - 2 * lf0 + lfh, fl - 2 * f0 + fh)
+                safe = den < 0
+                o = torch.where(
+                    safe, 0.5 * num / torch.where(safe, den, torch.ones_like(den)), 0 * den
+                )
+                edge = (at[:, a] == 0) | (at[:, a] == shape[a] - 1)
+                off.append(torch.where(edge, 0 * o, o.clamp(-0.5, 0.5)))
+            out = out.index_put((rows,), at.to(img.dtype) + torch.stack(off, 1))
+    return out
 
 
 def _candidate_maxima(score: Tensor, cand: Tensor, radius: int) -> Tensor:
@@ -526,7 +931,7 @@ def detect_spots(
     check_nonempty(img, "image")
     check_ndim(img, "image", (2, 3), axes="yx, zyx or tyx")
     check_in(template, "template", ("log", "gaussian", "psf"))
-    check_in(method, "method", ("auto", "separable", "fft"))
+    check_in(method, "method", ("auto", "tiled", "separable", "fft"))
     check_positive(anisotropy, "anisotropy")
     check_positive(
         float(temperature.detach()) if isinstance(temperature, Tensor) else temperature,
@@ -543,32 +948,44 @@ def detect_spots(
         valid = finite
         fill = img[finite].median()
         img = torch.where(finite, img, fill)
-    resp, gain = spot_filter(
-        img, sigma=scales, template=template, anisotropy=anisotropy, psf=psf, method=method
-    )
-    noise = _robust_sigma(resp, valid)
-    snr_all = resp / noise.reshape(-1, *([1] * img.ndim))
-    if snr_all.shape[0] == 1:
-        score = snr_all[0]
-        best = torch.zeros(img.shape, dtype=torch.long, device=img.device)
-    else:
-        # scale selection on the amplitude estimate (scale-normalised response), not on the
-        # SNR, which always favours the widest template (it averages the most noise)
-        amp_all = resp / gain.reshape(-1, *([1] * img.ndim))
-        best = amp_all.detach().argmax(dim=0)
-        score = snr_all.gather(0, best[None])[0]
-    if valid is not None:
-        score = torch.where(valid, score, torch.zeros_like(score))
     thr = threshold if isinstance(threshold, Tensor) else torch.as_tensor(float(threshold))
-    thr = thr.to(score)
+    thr = thr.to(img)
     temp = temperature if isinstance(temperature, Tensor) else torch.as_tensor(float(temperature))
-    temp = temp.to(score)
-    probability = torch.sigmoid((score - thr) / temp)
+    temp = temp.to(img)
+    above = None
+    space = None
+    if template == "log" and method in ("auto", "tiled"):
+        # default path: discrete LoG scale space, every scale in one tiled pass
+        score, scale_of, noise_amp, space, probability, above = _scale_space_score(
+            img, scales, anisotropy, valid, thr, temp
+        )
+        amp_of = noise_amp
+    else:
+        resp, gain = spot_filter(
+            img, sigma=scales, template=template, anisotropy=anisotropy, psf=psf, method=method
+        )
+        noise = _robust_sigma(resp, valid)
+        snr_all = resp / noise.reshape(-1, *([1] * img.ndim))
+        if snr_all.shape[0] == 1:
+            score = snr_all[0]
+            scale_of = None
+        else:
+            # scale selection on the amplitude estimate (scale-normalised response), not on
+            # the SNR, which favours wider templates (they average more noise)
+            amp_all = resp / gain.reshape(-1, *([1] * img.ndim))
+            scale_of = amp_all.detach().argmax(dim=0)
+            score = snr_all.gather(0, scale_of[None])[0]
+        amp_of = noise / gain
+        if valid is not None:
+            score = torch.where(valid, score, torch.zeros_like(score))
+        probability = torch.sigmoid((score - thr) / temp)
 
     radius = int(min_distance) if min_distance is not None else max(1, round(max(scales)))
     with torch.no_grad():
         sd = score.detach()
-        idx = _candidate_maxima(sd, (sd > thr.detach()).nonzero(), radius)
+        if above is None:
+            above = (sd > thr.detach()).nonzero()
+        idx = _candidate_maxima(sd, above, radius)
         if exclude_border > 0 and idx.shape[0]:
             hi = torch.tensor(img.shape, device=idx.device) - exclude_border
             idx = idx[((idx >= exclude_border) & (idx < hi)).all(1)]
@@ -582,11 +999,17 @@ def detect_spots(
             idx = _dedupe_plateaus(idx, radius)
         elif max_spots is not None:
             idx = idx[: int(max_spots)]
-    s_idx = best[tuple(idx.T)]
-    positions = _subpixel(score, idx)
+    if scale_of is None:
+        s_idx = torch.zeros(idx.shape[0], dtype=torch.long, device=img.device)
+    else:
+        s_idx = scale_of[tuple(idx.T)].long()
+    if space is not None:
+        positions = _refine_at_scale(img, idx, s_idx, space)
+    else:
+        positions = _subpixel(score, idx)
     snr = score[tuple(idx.T)]
-    r_at = resp[(s_idx, *tuple(idx.T))]
-    amplitude = r_at / gain[s_idx]
+    # amplitude = SNR x (noise of the amplitude map of the spot's scale)
+    amplitude = snr * amp_of[s_idx]
     scale = img.new_tensor(scales)[s_idx]
     return SpotTable(
         positions=positions,
