@@ -1256,6 +1256,11 @@ def run_batch(
         group = zarr.open_group(str(out), mode="r+")
         (state / "done").mkdir(parents=True, exist_ok=True)
 
+    if use_table:
+        (out / "tables" / "parts").mkdir(parents=True, exist_ok=True)
+    if durable:  # the directories of parts and markers survive a machine crash too
+        for d in [state, out] + ([out / "tables"] if use_table else []):
+            _fsync_path(d, directory=True)
     all_blocks = [tuple(int(i) for i in idx) for idx in np.ndindex(*x.numblocks)]
     done = completed_shards(out) & set(all_blocks)
     todo = [b for b in all_blocks if b not in done]
@@ -1762,6 +1767,10 @@ def _run_ragged(
     else:
         group = zarr.open_group(str(out), mode="r+")
         (state / "done").mkdir(parents=True, exist_ok=True)
+    (out / "parts").mkdir(exist_ok=True)
+    if durable:  # the directories of parts and markers survive a machine crash too
+        for d in (state, out):
+            _fsync_path(d, directory=True)
     all_tasks = list(range(len(bounds)))
     done = {t[0] for t in completed_shards(out) if len(t) == 1} & set(all_tasks)
     todo = [k for k in all_tasks if k not in done]

@@ -120,7 +120,7 @@ import torch
 from components.detection.spots import detect_spots
 
 def slow_spots(block):
-    time.sleep(0.05)
+    time.sleep(0.04)
     return detect_spots(torch.from_numpy(block), sigma=1.5, threshold=8.0)
 
 def main(inp, out):
@@ -140,9 +140,9 @@ def _load_job(directory: Path):
 
 def test_table_after_sigkill_and_resume_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(7)
-    points = [tuple(p) for p in rng.uniform(3, 189, size=(70, 2))]
-    points += [(32.0 * k, 32.0 * k + 5) for k in range(1, 6)]  # on shard borders
-    img = _spots_image((192, 192), points, seed=3)
+    points = [tuple(p) for p in rng.uniform(3, 157, size=(50, 2))]
+    points += [(32.0 * k, 32.0 * k + 5) for k in range(1, 5)]  # on shard borders
+    img = _spots_image((160, 160), points, seed=3)
     inp = write_zarr(img, tmp_path / "in.zarr", axes="yx", chunks=(32, 32), shards=(32, 32))
     (tmp_path / "spotjob.py").write_text(textwrap.dedent(_JOB))
     out = tmp_path / "killed"
@@ -159,7 +159,7 @@ def test_table_after_sigkill_and_resume_equals_uninterrupted(tmp_path):
     )
     deadline = time.monotonic() + 120
     try:
-        while len(completed_shards(out)) < 12:
+        while len(completed_shards(out)) < 8:
             if proc.poll() is not None:
                 pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
@@ -171,18 +171,18 @@ def test_table_after_sigkill_and_resume_equals_uninterrupted(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     n_done = len(completed_shards(out))
-    assert 12 <= n_done < 36, "the kill must land mid-run"
+    assert 8 <= n_done < 25, "the kill must land mid-run"
     job = _load_job(tmp_path)
     try:
         resumed = run_batch(job.slow_spots, inp, out, halo=8, progress=False)
-        assert (resumed.n_skipped, resumed.n_computed) == (n_done, 36 - n_done)
+        assert (resumed.n_skipped, resumed.n_computed) == (n_done, 25 - n_done)
         clean = run_batch(job.slow_spots, inp, tmp_path / "clean", halo=8, progress=False)
     finally:
         sys.modules.pop("spotjob", None)
     a, b = read_table(out), read_table(clean.output)
-    assert list(a) == list(b) and a["positions"].shape[0] >= 60
+    assert list(a) == list(b) and a["positions"].shape[0] >= 45
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
     found = _match(a["positions"], np.array(points), tol=0.5)
     assert (found <= 1).all()  # never twice
-    assert (found[-5:] == 1).all()  # the border spots once each
+    assert (found[-4:] == 1).all()  # the border spots once each
