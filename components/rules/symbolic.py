@@ -167,8 +167,9 @@ class _Model:
     def loss(
         self, cols: Sequence[np.ndarray], y: np.ndarray, values: np.ndarray | None = None
     ) -> float:
-        r = self.predict(cols, values) - y
-        v = float(np.mean(r * r))
+        with np.errstate(all="ignore"):
+            r = self.predict(cols, values) - y
+            v = float(np.mean(r * r))
         return v if math.isfinite(v) else math.inf
 
     def refit(
@@ -428,35 +429,17 @@ def _sparse_poly(X: np.ndarray, y: np.ndarray, names: Sequence[str]) -> list[sp.
 def _sparse_poly_one(
     lib: Any, feats: np.ndarray, y: np.ndarray, inv_subs: Mapping[sp.Symbol, sp.Expr]
 ) -> list[sp.Expr]:
-    from components.rules.sindy import sparse_regression
+    from components.rules._structure import _transforms, stlsq_path
 
-    a = lib(torch.as_tensor(feats, dtype=torch.float64))
-    if a.shape[0] < a.shape[1] + 2 or not bool(torch.isfinite(a).all()):
+    a = lib(torch.as_tensor(feats, dtype=torch.float64)).numpy()
+    if a.shape[0] < a.shape[1] + 2 or not np.all(np.isfinite(a)):
         return []
-    scale = a.norm(dim=0).clamp_min(1e-300)
-    an = a / scale
-    pos, neg = bool(np.all(y > 0)), bool(np.all(y < 0))
-    sign = 1 if pos else -1
-    transforms: list[tuple[np.ndarray, Any]] = [(y, lambda e: e)]
-    if pos or neg:
-        transforms += [
-            (1 / y, lambda e: 1 / e),
-            (y**2, lambda e: sign * sp.sqrt(e)),
-            (1 / y**2, lambda e: sign / sp.sqrt(e)),
-        ]
-    if pos:
-        transforms += [(np.sqrt(y), lambda e: e**2), (np.log(y), sp.exp)]
     out = []
-    for g, inv in transforms:
-        if not np.all(np.isfinite(g)):
+    for _name, g, inv in _transforms(y):
+        fit = stlsq_path(a, g, max_terms=15)
+        if fit is None:
             continue
-        b = torch.as_tensor(g, dtype=torch.float64)[:, None]
-        xi, mask, _, _ = sparse_regression(an, b, selection="bic")
-        coef = (xi / scale)[0]
-        e = sp.Integer(0)
-        for j, term in enumerate(lib.exprs):
-            if bool(mask[0, j]):
-                e = e + sp.Float(float(coef[j])) * term
+        e = sp.Add(*[sp.Float(float(c)) * t for c, t in zip(fit[0], lib.exprs) if c != 0])
         if e != 0:
             out.append(inv(e.xreplace(inv_subs)))
     return out
@@ -613,6 +596,104 @@ def _validate(X: Any, y: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndar
     return xn, yt.detach().cpu().double().numpy()
 
 
+def _require_backend(backend: str) -> None:
+    """Raise ImportError (naming the extra to install) when ``backend`` is not usable."""
+    if backend == "pysr":
+        if not _julia_available():
+            raise ImportError(
+                "backend 'pysr' needs PySR and a Julia runtime: install it with `pip install learndock[pysr]` and make `julia` available on PATH"
+            )
+        import_optional("pysr", "pysr")
+    else:
+        import_optional("pyoperon.sklearn", "operon")
+
+
+def _one_blas_thread() -> Any:
+    """Limit BLAS to one thread for the many small least-squares fits (oversubscribed
+    OpenBLAS threads make them 10-20x slower on a shared machine)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _is_exact(e: sp.Expr, X: np.ndarray, y: np.ndarray, syms: Sequence[sp.Symbol]) -> bool:
+    """Whether ``e`` reproduces ``y`` to float64 round-off (relative MSE < 1e-24) with at
+    most 12 constants (a dense rational approximant of a smooth function can reach 1e-21)."""
+    try:
+        m = _Model(e, syms)
+        if len(m.cs) > 12:
+            return False
+        return m.loss([X[:, i] for i in range(X.shape[1])], y) <= 1e-24 * float(np.mean(y * y))
+    except Exception:
+        return False
+
+
+def _structured_search(
+    Xs: np.ndarray,
+    ys: np.ndarray,
+    syms: Sequence[sp.Symbol],
+    snames: Sequence[str],
+    *,
+    t0: float,
+    budget_s: float,
+    analytic: bool,
+    backend: str,
+    **search_kw: Any,
+) -> list[tuple[sp.Expr, str]]:
+    """Candidates from the structure pre-search and the backend.
+
+    1. power-law and sparse polynomial fits on the full problem;
+    2. multiplicative separability (:func:`~components.rules._structure.power_separable`):
+       variables entering as ``x_i^a`` are factored out and the rest of the search runs
+       on the reduced problem ``y / prod x_i^a`` over fewer variables;
+    3. sparse linear/rational fits of transforms of the (reduced) target over Laurent
+       monomials (:func:`~components.rules._structure.sparse_candidates`);
+    4. the backend search on the (reduced) problem -- skipped when a structured
+       candidate already reproduces the data to round-off.
+    Candidates over the reduced variables are multiplied back by the factored powers.
+    """
+    from components.rules import _structure
+
+    cands: list[tuple[sp.Expr, str]] = []
+    prefactor: sp.Expr = sp.Integer(1)
+    Xr, yr, rsyms = Xs, ys, list(syms)
+    if analytic:
+        cands += [(e, "power-law") for e in _power_law(Xs, ys, syms)]
+        cands += [(e, "polynomial") for e in _sparse_poly(Xs, ys, snames)]
+        cands.append((sp.Float(float(np.mean(ys))), "constant"))
+        sep = _structure.power_separable(Xs, ys)
+        if sep:
+            keep = [i for i in range(Xs.shape[1]) if i not in sep]
+            for i, a in sep.items():
+                prefactor = prefactor * syms[i] ** sp.Rational(a.numerator, a.denominator)
+            with np.errstate(all="ignore"):
+                scale = np.prod(
+                    [np.abs(Xs[:, i]) ** float(a) for i, a in sep.items()], axis=0
+                ) * np.prod([np.sign(Xs[0, i]) ** a.numerator for i, a in sep.items()])
+            Xr, yr, rsyms = Xs[:, keep], ys / scale, [syms[i] for i in keep]
+            if Xr.shape[1] == 0 or not np.all(np.isfinite(yr)):
+                Xr, yr, rsyms = Xs, ys, list(syms)
+                prefactor = sp.Integer(1)
+        structured: list[sp.Expr] = []
+        if prefactor != 1:
+            structured += _power_law(Xr, yr, rsyms)
+            structured += _sparse_poly(Xr, yr, [s.name for s in rsyms])
+            structured.append(sp.Float(float(np.mean(yr))))
+        structured += _structure.sparse_candidates(Xr, yr, rsyms)
+        cands += [(prefactor * e, "structure") for e in structured]
+        if any(_is_exact(e, Xr, yr, rsyms) for e in structured):
+            return cands
+    # the search gets 60 % of the wall budget; post-processing has the rest
+    remaining = 0.6 * budget_s - (time.perf_counter() - t0)
+    found = _BACKEND_FUNCS[backend](Xr, yr, rsyms, budget_s=max(remaining, 0.5), **search_kw)
+    cands += [(prefactor * e, backend) for e in found]
+    return cands
+
+
 def discover(
     X: Any,
     y: Any,
@@ -704,6 +785,7 @@ def discover(
     check_positive(max_evaluations, "max_evaluations")
     names = [str(n) for n in names]
     Xn, yn = _validate(X, y, names)
+    _require_backend(backend)  # before any search: a missing backend is an error, always
     reduction = None
     if units is not None:
         from components.rules.units import buckingham_pi, parse_units
@@ -732,26 +814,23 @@ def discover(
     if Xs.shape[1] == 0:
         cands.append((sp.Float(float(np.mean(ys))), "constant"))
     else:
-        if analytic:
-            cands += [(e, "power-law") for e in _power_law(Xs, ys, syms)]
-            cands += [(e, "polynomial") for e in _sparse_poly(Xs, ys, snames)]
-            cands.append((sp.Float(float(np.mean(ys))), "constant"))
-        # the search gets 60 % of the wall budget; post-processing has the rest
-        remaining = 0.6 * budget_s - (time.perf_counter() - t0)
-        search = _BACKEND_FUNCS[backend]
-        found = search(
-            Xs,
-            ys,
-            syms,
-            budget_s=max(remaining, 0.5),
-            max_evaluations=max_evaluations,
-            seed=seed,
-            threads=threads,
-            operators=operators,
-            max_length=max_length,
-            population_size=population_size,
-        )
-        cands += [(e, backend) for e in found]
+        with _one_blas_thread():
+            cands += _structured_search(
+                Xs,
+                ys,
+                syms,
+                snames,
+                t0=t0,
+                budget_s=budget_s,
+                analytic=analytic,
+                backend=backend,
+                max_evaluations=max_evaluations,
+                seed=seed,
+                threads=threads,
+                operators=operators,
+                max_length=max_length,
+                population_size=population_size,
+            )
     entries = _postprocess(cands, Xs, ys, snames, snap=snap, deadline=t0 + budget_s)
     # back to the original variables
     out_entries: list[ParetoEntry] = []
@@ -845,7 +924,9 @@ def _postprocess(
     prelim.sort(key=lambda f: f[0])
     for i, (_, m, src) in enumerate(prelim[: max(n_refit, 20)]):
         late = i >= 2 and time.perf_counter() > deadline  # the best two are always refitted
-        if src in BACKENDS and len(m.cs) <= 12 and i < n_refit and not late:
+        exact = m.loss(cols, y) <= 1e-20 * float(np.mean(y * y))
+        refit = (src in BACKENDS and len(m.cs) <= 12) or (src == "structure" and len(m.cs) <= 8)
+        if refit and not exact and i < n_refit and not late:
             # engine constants (operon optimises in float32): refit in float64
             v, mse = m.refit(cols, y, list(range(len(m.cs))), m.values)
         else:
@@ -868,7 +949,14 @@ def _postprocess(
     fitted = unique
     out = []
     for i, (e, mse, src) in enumerate(fitted):
-        if snap and (i < 1 or (i < n_snap and time.perf_counter() < deadline)):
+        n_const = len(e.atoms(sp.Float))
+        # dense models (many constants) do not become exact laws by snapping, and
+        # snapping them costs seconds of Levenberg-Marquardt refits: the best model is
+        # snapped up to 12 constants, the next ones up to 6
+        if snap and (
+            (i < 1 and n_const <= 12)
+            or (i < n_snap and n_const <= 6 and time.perf_counter() < deadline)
+        ):
             try:
                 e2, mse2 = snap_constants(e, X, y, list(names))
                 # the snapped law replaces the refitted one (its loss is within tolerance)

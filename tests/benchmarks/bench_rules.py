@@ -183,7 +183,12 @@ def _symbolic_equal(a: sp.Expr, b: sp.Expr) -> bool:
         if d == 0:
             return True
         r = sp.simplify(a / b)
-        return r == 1
+        if r == 1:
+            return True
+        # radicals: sympy does not prove e.g. sqrt((1 + x)/(1 - x)) == (1 + x)/sqrt(1 - x**2);
+        # for two expressions of the same sign on the domain (checked numerically by the
+        # caller), a == b iff a**2 == b**2
+        return bool(a.has(sp.Pow) and sp.simplify(sp.expand(a**2) - sp.expand(b**2)) == 0)
     except _Timeout:
         raise
     except Exception:
