@@ -259,7 +259,7 @@ def _output_fields(out: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(out) and not isinstance(out, type):
         return {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
     if isinstance(out, tuple) and hasattr(out, "_fields"):
-        return dict(out._asdict())
+        return {str(k): getattr(out, k) for k in out._fields}
     if isinstance(out, tuple | list):
         return {f"out{i}": v for i, v in enumerate(out)}
     return {"data": out}
@@ -474,7 +474,8 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray], *, durable: bool) -
         if np.asarray(v).dtype.kind == "O":
             raise TypeError(f"output field {k!r}: object arrays cannot be stored (no pickle)")
     with tmp.open("wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        payload: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        np.savez(f, **payload)
         if durable:
             f.flush()
             os.fsync(f.fileno())
@@ -1563,7 +1564,21 @@ class TargetOutputs:
 
 
 def read_targets(output: str | os.PathLike[str]) -> TargetOutputs:
-    """Open the per-target outputs of a completed ragged light-curve batch run."""
+    """Open the per-target outputs of a completed ragged light-curve batch run.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from pipelines.io import write_lightcurve_zarr
+    >>> d = tempfile.mkdtemp()
+    >>> curves = [{"time": np.arange(5.0), "flux": np.ones(5)},
+    ...           {"time": np.arange(3.0), "flux": np.full(3, 2.0)}]
+    >>> arch = write_lightcurve_zarr(curves, d + "/lc.zarr", targets=["a", "b"])
+    >>> r = run_batch(lambda t, f: {"mean": f.mean(), "twice": 2 * f}, arch, d + "/out",
+    ...               progress=False)
+    >>> r.table()["mean"].tolist(), read_targets(r.output)["b"]["twice"].tolist()
+    ([1.0, 2.0], [4.0, 4.0, 4.0])
+    """
     return TargetOutputs(output)
 
 
