@@ -1585,17 +1585,22 @@ def _solve(
                 "event": "composition skipped: refining the recalled pipeline",
             }
         )
+    all_combos = list(combos)
+    if recalled:
         combos = []
     scored: list[tuple[float, tuple[Candidate | None, ...]]] = []
-    for combo in combos:
-        if done():
-            break
-        names = [c.learnware if c else None for c in combo]
+    tried_keys: set[tuple[str | None, ...]] = set()
+
+    def try_combo(combo: tuple[Candidate | None, ...], origin: str = "compose") -> None:
+        names = tuple(c.learnware if c else None for c in combo)
+        tried_keys.add(names)
         rec: dict[str, Any] = {
             "stages": dict(zip([r.name for r in roles], names)),
             "mode": "direct",
             "t": None,
         }
+        if origin != "compose":
+            rec["origin"] = origin
         try:
             chain = _assemble(
                 [(c.role, c.build()) for c in combo if c is not None],
@@ -1611,11 +1616,16 @@ def _solve(
             if rec["status"] == "failed":
                 rec["error"] = "non-finite score (the output holds NaN or inf)"
             scored.append((s, combo))
-            offer(chain, [[c] for c in combo if c is not None], "direct", "compose", s)
+            offer(chain, [[c] for c in combo if c is not None], "direct", origin, s)
         except Exception as exc:
             rec.update(score=None, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         rec["t"] = round(clock.elapsed(), 4)
         trace["tried"].append(rec)
+
+    for combo in combos:
+        if done():
+            break
+        try_combo(combo)
     if best["chain"] is None:
         if trace["tried"] and all(r["status"] == "failed" for r in trace["tried"]):
             raise RuntimeError(
@@ -1666,15 +1676,16 @@ def _solve(
     steps_left = task.steps
     tried_alt: set[tuple[str, str]] = set()
     swaps = 0
+    step_lr = [lr]  # halved (down to lr / 8) when a round's first steps overshoot
 
     def refine_round(
         chain: Pipeline, cands: list[list[Candidate]], origin: str, n: int | None = None
     ) -> tuple[Pipeline, float, int, dict[str, float]]:
         tuned, used, grads, info = _refine(
-            chain, task, sub_data, sub_labels, clock, min(steps_left, n or round_steps), lr
+            chain, task, sub_data, sub_labels, clock, min(steps_left, n or round_steps), step_lr[0]
         )
         s = score_of(tuned) if info.get("status") == "ok" else float("nan")
-        info.update(score=s, origin=origin, t=round(clock.elapsed(), 4))
+        info.update(score=s, origin=origin, lr=step_lr[0], t=round(clock.elapsed(), 4))
         trace["refine"].append(info)
         return tuned, s, used, grads
 
@@ -1689,6 +1700,19 @@ def _solve(
             continue
         if task.target is None and not ran:
             break  # nothing to refine and no target to reach: the composition stands
+        info = trace["refine"][-1]
+        if ran and info["loss_best"] >= info["loss_first"] and step_lr[0] > lr / 8:
+            # no step of the round lowered the loss: each round restarts Adam, whose first
+            # steps move every parameter by ~lr -- too far near an optimum.  Smaller steps
+            # before concluding that the stage itself is the problem.
+            step_lr[0] /= 2
+            trace["events"].append(
+                {
+                    "t": round(clock.elapsed(), 4),
+                    "event": f"refinement overshoots: step size halved to {step_lr[0]:.4g}",
+                }
+            )
+            continue
         # stalled below the target: swap the stage that helps least, refine the swapped pipeline
         accepted = False
         for i, alt, reason in _swap_options(
@@ -1728,6 +1752,8 @@ def _solve(
                 )
                 accepted = offer(pick, new_cands, best["mode"], f"swap:{role}", sc)
                 srec.update(score_untuned=s0, score=sc, accepted=accepted)
+                if accepted:
+                    step_lr[0] = lr
             except Exception as exc:
                 srec.update(score=None, accepted=False, error=f"{type(exc).__name__}: {exc}"[:500])
             srec["t"] = round(clock.elapsed(), 4)
@@ -1742,6 +1768,17 @@ def _solve(
         tuned, s, used, _ = refine_round(best["chain"], best["cands"], "polish", polish_steps)
         steps_left -= used
         trace["refine"][-1]["accepted"] = offer(tuned, best["cands"], best["mode"], "polish", s)
+        if trace["refine"][-1].get("status") != "ok":
+            # nothing differentiable to polish (a BLS search): polish by scoring the
+            # compositions not tried yet instead, while the budget lasts
+            current = tuple(cs[0].learnware for cs in best["cands"] if len(cs) == 1)
+            for combo in all_combos:
+                key = tuple(c.learnware if c else None for c in combo)
+                if clock.left() <= 0:
+                    break
+                if key in tried_keys or tuple(k for k in key if k) == current:
+                    continue
+                try_combo(combo, "polish")
 
     # 5. remember ----------------------------------------------------------------------
     chain = best["chain"]
