@@ -105,6 +105,18 @@ def test_table_of_a_plain_function_and_opt_out(tmp_path):
         np.sort(t["positions"][:, 0] * 1000 + t["positions"][:, 1]), np.sort(ys * 1000.0 + xs)
     )
     np.testing.assert_array_equal(np.sort(t["value"]), np.sort(img[ys, xs]))
+    dist = run_batch(
+        peaks,
+        img,
+        tmp_path / "d",
+        chunks=48,
+        scheduler="distributed",
+        n_workers=2,
+        cluster_options={"processes": False},
+        progress=False,
+    )
+    for k, v in read_table(dist.output).items():
+        assert v.tobytes() == t[k].tobytes()
     off = run_batch(peaks, img, tmp_path / "q", chunks=48, table=False, progress=False)
     with pytest.raises(FileNotFoundError, match="no table"):
         off.table()
