@@ -189,8 +189,8 @@ def laurent_exponents(d: int) -> list[tuple[int, ...]]:
 def stlsq_path(
     A: np.ndarray, b: np.ndarray, *, max_terms: int = 12, floor_rel: float = 1e-14
 ) -> tuple[np.ndarray, float] | None:
-    """Sparse least squares ``b ~ A xi`` by sequentially thresholded least squares along a
-    path of thresholds, the model chosen by BIC.
+    """Sparse least squares ``b ~ A xi``: sequentially thresholded least squares along a
+    path of thresholds and forward stepwise selection, the model chosen by BIC.
 
     Columns are scaled to unit norm; the thresholds are the geometric midpoints of the
     sorted magnitudes of the full least-squares solution that keep at most ``max_terms``
@@ -241,6 +241,33 @@ def stlsq_path(
         rss = float(r @ r)
         bic = n * math.log(max(rss, floor) / n) + int(mask.sum()) * math.log(n)
         if best is None or bic < best[0]:
+            best = (bic, xi / scale)
+    # forward stepwise selection (orthogonal matching pursuit) on the same criterion: it
+    # does not rely on the magnitudes of the full least-squares solution, which are
+    # meaningless for nearly collinear libraries fitted to noisy targets
+    C = An.copy()
+    r = b.copy()
+    selected: list[int] = []
+    for _ in range(min(max_terms, p)):
+        norms = np.einsum("ij,ij->j", C, C)
+        ok = norms > 1e-10
+        if selected:
+            ok[selected] = False
+        if not ok.any():
+            break
+        score = np.where(ok, (C.T @ r) ** 2 / np.where(ok, norms, 1.0), -1.0)
+        j = int(np.argmax(score))
+        q = C[:, j] / math.sqrt(norms[j])
+        selected.append(j)
+        r = r - q * (q @ r)
+        C = C - np.outer(q, q @ C)
+        rss = float(r @ r)
+        k = len(selected)
+        bic = n * math.log(max(rss, floor) / n) + k * math.log(n)
+        if best is None or bic < best[0] - 1e-9:
+            sol, *_ = np.linalg.lstsq(An[:, selected], b, rcond=None)
+            xi = np.zeros(p)
+            xi[selected] = sol
             best = (bic, xi / scale)
     if best is None:
         return None
