@@ -1522,6 +1522,7 @@ class TargetOutputs:
         self.targets: list[str] = list(meta["targets"])
         self.fields: list[str] = list(meta["fields"])
         self._bounds = [tuple(b) for b in meta["tasks"]]
+        self._starts = np.array([b[0] for b in self._bounds], np.int64)
         self._cache: tuple[int, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
@@ -1536,7 +1537,7 @@ class TargetOutputs:
         i = self.targets.index(target) if isinstance(target, str) else int(target)
         if not 0 <= i < len(self.targets):
             raise IndexError(f"target: expected 0 <= index < {len(self.targets)}, got {target!r}")
-        k = next(j for j, (a, b) in enumerate(self._bounds) if a <= i < b)
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1  # the task holding i
         part, j = self._part(k), i - self._bounds[k][0]
         out = {}
         for f in self.fields:
