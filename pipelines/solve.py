@@ -1649,7 +1649,7 @@ def _solve(
                 continue
             if mode == "select" and (task.n_items() < 2 or any(c.rkme is None for c in pool)):
                 continue
-            rec = {"mode": mode, "members": [c.learnware for c in pool]}
+            rec: dict[str, Any] = {"mode": mode, "members": [c.learnware for c in pool]}
             try:
                 members = [c.build() for c in pool]
                 st: nn.Module = (
@@ -1902,6 +1902,7 @@ def _refine(
         return pipe, 0, {}, {"status": "skipped", "reason": "no time left"}
 
     def loss(out: Any, trace: Mapping[str, Any] | None = None) -> torch.Tensor:
+        v: torch.Tensor | None
         if task.loss is not None:
             v = task.loss(out, labels, data)
         elif task.labels is not None:
