@@ -956,6 +956,7 @@ def run_batch(
     table_key: str = "positions",
     columns: Sequence[str] = ("time", "flux"),
     targets_per_task: int | None = None,
+    quality_bitmask: int | str | None = None,
 ) -> BatchResult:
     """Apply ``fn`` over ``input`` block by block with halos, into a resumable Zarr output.
 
@@ -1032,6 +1033,11 @@ def run_batch(
         Ragged light-curve archives only: targets per task (= per part file and
         completion marker).  Default: about 2**20 cadences per task, at least four tasks
         per worker.
+    quality_bitmask : int or {"none", "default", "hard", "hardest"}, optional
+        Ragged light-curve archives only: cadences whose ``quality`` has any of these
+        bits set get NaN in every float column but ``time`` before ``fn`` sees them
+        (the per-cadence alignment is kept).  Names resolve with the archive's
+        ``mission`` attribute (default TESS), as in :func:`pipelines.io.quality_mask`.
 
     Returns
     -------
@@ -1100,6 +1106,7 @@ def run_batch(
             Path(output),
             columns=columns,
             targets_per_task=targets_per_task,
+            quality_bitmask=quality_bitmask,
             scheduler=scheduler,
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
@@ -1116,6 +1123,11 @@ def run_batch(
         )
     if table not in (None, True, False):
         raise ValueError(f"table: expected None (auto), True or False, got {table!r}")
+    if quality_bitmask is not None:
+        raise ValueError(
+            f"quality_bitmask: applies to ragged light-curve archives only, got {quality_bitmask!r} "
+            "for an image input"
+        )
     x, ds, input_info = _resolve_input(input, array)
     if x.size == 0:
         raise ValueError(f"input: expected a non-empty array, got shape {tuple(x.shape)}")
@@ -1604,8 +1616,10 @@ class _TargetTask:
         output_key: str | None,
         device: str,
         durable: bool,
+        quality_bits: int | None = None,
     ) -> None:
         self.fn = fn
+        self.quality_bits = quality_bits
         self.source = source
         self.root = root
         self.columns = tuple(columns)
@@ -1651,6 +1665,11 @@ class _TargetTask:
         group: Any = zarr.open_group(self.source, mode="r")
         lo, hi = int(self.offsets[a]), int(self.offsets[b])
         cols = [np.asarray(group[c][lo:hi]) for c in self.columns]
+        if self.quality_bits:  # flagged cadences: NaN in the float columns but time
+            bad = (np.asarray(group["quality"][lo:hi]).astype(np.int64) & self.quality_bits) != 0
+            for j, c in enumerate(self.columns):
+                if c != "time" and cols[j].dtype.kind == "f" and bad.any():
+                    cols[j] = np.where(bad, np.nan, cols[j]).astype(cols[j].dtype)
         per_field: dict[str, list[np.ndarray]] = {}
         for i in range(a, b):
             s0, s1 = int(self.offsets[i]) - lo, int(self.offsets[i + 1]) - lo
@@ -1687,6 +1706,7 @@ def _run_ragged(
     *,
     columns: Sequence[str],
     targets_per_task: int | None,
+    quality_bitmask: int | str | None,
     scheduler: str,
     n_workers: int | None,
     threads_per_worker: int,
@@ -1711,6 +1731,32 @@ def _run_ragged(
     bad = [c for c in columns if c not in ds.data]
     if bad:
         raise ValueError(f"columns: expected arrays of the archive {sorted(ds.data)}, got {bad}")
+    quality_bits = None
+    if quality_bitmask is not None:
+        from pipelines.io.lightcurves import KEPLER_BITMASKS, TESS_BITMASKS
+
+        if "quality" not in ds.data:
+            raise ValueError(
+                f"quality_bitmask: {ds.path} has no quality array (arrays {sorted(ds.data)})"
+            )
+        mission = str(ds.attrs.get("mission", "TESS")).upper()
+        names = KEPLER_BITMASKS if mission in ("KEPLER", "K2") else TESS_BITMASKS
+        if isinstance(quality_bitmask, str):
+            if quality_bitmask not in names:
+                raise ValueError(
+                    f"quality_bitmask: expected an int or one of {sorted(names)}, got {quality_bitmask!r}"
+                )
+            quality_bits = int(names[quality_bitmask])
+        elif (
+            isinstance(quality_bitmask, int | np.integer)
+            and not isinstance(quality_bitmask, bool)
+            and int(quality_bitmask) >= 0
+        ):
+            quality_bits = int(quality_bitmask)
+        else:
+            raise ValueError(
+                f"quality_bitmask: expected a non-negative int or a name, got {quality_bitmask!r}"
+            )
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
@@ -1750,6 +1796,7 @@ def _run_ragged(
         "offsets_sha256": hashlib.sha256(offsets.tobytes()).hexdigest(),
         "targets_per_task": tpt,
         "output_key": output_key,
+        "quality_bits": quality_bits,
     }
     previous = (
         json.loads((state / "job.json").read_text()) if (state / "job.json").is_file() else None
@@ -1798,6 +1845,8 @@ def _run_ragged(
                 "fn": fn_desc,
                 "columns": list(columns),
                 "targets_per_task": tpt,
+                "quality_bitmask": quality_bitmask,
+                "quality_bits": quality_bits,
                 "scheduler": scheduler,
                 "n_workers": n_workers,
                 "threads_per_worker": threads_per_worker,
@@ -1833,6 +1882,7 @@ def _run_ragged(
         output_key=output_key,
         device=device,
         durable=durable,
+        quality_bits=quality_bits,
     )
     progress_bar = _Progress(
         len(all_tasks), enabled=progress, interval=log_interval, label=f"batch {out.name}"

@@ -187,6 +187,13 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--targets-per-task", help="Light-curve archives: targets per task."),
         ] = None,
+        quality_bitmask: Annotated[
+            str | None,
+            typer.Option(
+                "--quality-bitmask",
+                help="Light-curve archives: NaN-out flagged cadences (default, hard, hardest or an int).",
+            ),
+        ] = None,
     ) -> None:
         """Apply a component or pipeline over an archive, chunk by chunk, resumably."""
         from pipelines.batch import run_batch
@@ -224,6 +231,9 @@ def register(app: typer.Typer) -> None:
                 if columns
                 else ("time", "flux"),
                 targets_per_task=targets_per_task,
+                quality_bitmask=int(quality_bitmask)
+                if quality_bitmask is not None and quality_bitmask.isdigit()
+                else quality_bitmask,
                 config={
                     "cli": {
                         "target": target,

@@ -259,3 +259,34 @@ def test_distributed_two_workers_match_local(tmp_path):
             dist.output / "parts" / f"{k}.npz"
         ).read_bytes()
     assert read_table(dist.output)["mean"].tobytes() == read_table(local.output)["mean"].tobytes()
+
+
+def test_quality_bitmask_masks_flagged_cadences(archive, tmp_path):
+    path, _ = archive
+    ds = open_dataset(path)
+    quality = ds.data["quality"].compute()
+    offsets = ds.attrs["offsets"]
+    assert (quality & 32).any(), "momentum dumps (TESS bit 32, in the default mask) expected"
+
+    def finite(time, flux):
+        return {"n": np.int64(np.isfinite(flux).sum()), "nt": np.int64(np.isfinite(time).sum())}
+
+    raw = run_batch(finite, path, tmp_path / "raw", targets_per_task=6, progress=False)
+    masked = run_batch(
+        finite,
+        path,
+        tmp_path / "masked",
+        targets_per_task=6,
+        quality_bitmask="default",
+        progress=False,
+    )
+    n_raw, n_masked = read_table(raw.output)["n"], read_table(masked.output)["n"]
+    flux = ds.data["flux"].compute()
+    flagged = np.add.reduceat(((quality & 32) != 0) & np.isfinite(flux), offsets[:-1])
+    np.testing.assert_array_equal(n_raw - n_masked, flagged)
+    np.testing.assert_array_equal(read_table(masked.output)["nt"], np.diff(offsets))
+    assert masked.provenance["config"]["quality_bits"] & 32
+    with pytest.raises(ValueError, match="quality_bitmask"):
+        run_batch(finite, path, tmp_path / "x", quality_bitmask="strict")
+    with pytest.raises(ValueError, match="quality_bitmask"):
+        run_batch(lambda b: b, np.ones((4, 4)), tmp_path / "y", quality_bitmask="default")

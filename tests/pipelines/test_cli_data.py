@@ -72,6 +72,7 @@ def test_batch_command_light_curve_archive(app, tmp_path):
     inp = write_lightcurve_zarr(curves, tmp_path / "lc.zarr")
     args = ["batch", "detection.transits", "--input", str(inp), "--output", str(tmp_path / "bls")]
     args += ["--param", "min_period=0.7", "--param", "max_period=1.4", "--targets-per-task", "2"]
+    args += ["--quality-bitmask", "default"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "2 shards (0 already done, 2 computed)" in res.output and "table: 4 rows" in res.output
