@@ -609,15 +609,9 @@ def _require_backend(backend: str) -> None:
 
 
 def _one_blas_thread() -> Any:
-    """Limit BLAS to one thread for the many small least-squares fits (oversubscribed
-    OpenBLAS threads make them 10-20x slower on a shared machine)."""
-    import contextlib
+    from components.rules._structure import one_blas_thread
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return one_blas_thread()
 
 
 def _is_exact(e: sp.Expr, X: np.ndarray, y: np.ndarray, syms: Sequence[sp.Symbol]) -> bool:
@@ -678,14 +672,14 @@ def _structured_search(
             if Xr.shape[1] == 0 or not np.all(np.isfinite(yr)):
                 Xr, yr, rsyms = Xs, ys, list(syms)
                 prefactor = sp.Integer(1)
-        structured: list[sp.Expr] = []
+        structured: list[sp.Expr] = _structure.sparse_candidates(Xr, yr, rsyms)
         if prefactor != 1:
             structured += _power_law(Xr, yr, rsyms)
             structured += _sparse_poly(Xr, yr, [s.name for s in rsyms])
             structured.append(sp.Float(float(np.mean(yr))))
-        structured += _structure.sparse_candidates(Xr, yr, rsyms)
         cands += [(prefactor * e, "structure") for e in structured]
-        if any(_is_exact(e, Xr, yr, rsyms) for e in structured):
+        small = [e for e in structured if count_nodes(e) <= 60]
+        if any(_is_exact(e, Xr, yr, rsyms) for e in sorted(small, key=count_nodes)):
             return cands
     # the search gets 60 % of the wall budget; post-processing has the rest
     remaining = 0.6 * budget_s - (time.perf_counter() - t0)
