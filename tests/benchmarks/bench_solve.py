@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from components.base import discover_learnwares, instantiate
 from pipelines import solve as S
-from specs.tasks import TaskLibrary
+from specs.tasks import EMBEDDING_METHOD, TaskLibrary
 
 
 # --------------------------------------------------------------------------------------
@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
         },
         "skipped": skipped,
+        "composition": "pipelines.pipeline.Pipeline (schema checks, adapters, Pipeline.refine)",
+        "embedding": EMBEDDING_METHOD,
         "calibration": calib,
         "rows": rows,
         "summary": summary,
