@@ -13,17 +13,20 @@ training from scratch:
    (semantic filter on task and modality, ranked by MMD to this data); the top
    ``top_k`` candidates per role are combined, combinations that solved earlier tasks
    first (the library is a source of composition patterns), and each combination is
-   scored quickly on a subsample.  A crashing candidate is marked failed in the trace
-   and the loop goes on.
+   assembled into a :class:`~pipelines.pipeline.Pipeline` (:func:`compose_pipeline`:
+   every edge checked against the learnwares' declared port schemas, mechanical
+   mismatches bridged by adapters) and scored quickly on a subsample.  A crashing or
+   incompatible candidate is marked failed in the trace and the loop goes on.
 3. **Reuse modes** -- for the best combination the loop also scores an averaging
    ensemble of the top-k learnwares of the last role and per-item job selection
    (each item -- tile, star, trial -- routed to the learnware whose RKME is nearest to
    it), and keeps the best by the quick score.  Differentiable fine-tuning is step 4.
-4. **Refine** -- the parameters of the chosen pipeline are fine-tuned by gradient
-   descent on the labels (or the stages' self-supervised criteria).  When the score
-   stalls below the target, the stage that helps least (ablation: score change when the
-   stage is removed; ties broken by its gradient norm) is swapped for its role's next
-   candidate, and refinement goes on -- within the budget.
+4. **Refine** -- the parameters of the chosen pipeline are fine-tuned with
+   :meth:`Pipeline.refine <pipelines.pipeline.Pipeline.refine>` on the labels (or the
+   stages' self-supervised criteria).  When the score stalls below the target, the stage
+   that helps least (no gradient attribution first, then ablation: score change when the
+   stage is removed) is swapped for its role's next candidate, and refinement goes on --
+   within the budget.
 5. **Remember** -- the task (semantic description, data RKME, final pipeline config with
    tuned parameters, scores, time, provenance) is stored in the task library.
 
