@@ -341,7 +341,7 @@ def bench_feynman(args: argparse.Namespace) -> dict[str, Any]:
     if args.equations:
         keep = set(args.equations.split(","))
         rows = [r for r in rows if r["Filename"] in keep]
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     engines = args.engines.split(",")
     tasks = []
     for noise in args.noise:
@@ -359,7 +359,7 @@ def bench_feynman(args: argparse.Namespace) -> dict[str, Any]:
                         }
                     )
     for row in rows:
-        if row["units"] and "learndock" in engines:
+        if row["units"] and "learndock" in engines and not args.no_units:
             for seed in seeds:
                 tasks.append(
                     {
@@ -578,12 +578,20 @@ def main() -> None:
         "--budget", type=float, default=None, help="wall budget per equation and engine (s)"
     )
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1"
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--noise", type=float, nargs="*", default=None)
     ap.add_argument(
         "--equations", default="", help="comma-separated Filenames (default: all / quick subset)"
     )
     ap.add_argument("--engines", default="learndock,operon-default,gplearn")
+    ap.add_argument(
+        "--no-units",
+        action="store_true",
+        help="skip the learndock+units runs (noiseless; e.g. when only noise levels are run)",
+    )
     args = ap.parse_args()
     args.budget = args.budget if args.budget is not None else (5.0 if args.quick else 10.0)
     args.seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
