@@ -71,6 +71,54 @@ def test_streamed_zarr_equals_in_memory(tmp_path):
     np.testing.assert_array_equal(zarr.open_array(str(p / "data"), mode="r")[:], data)
 
 
+def test_gaussian_noise_matches_the_camera_moments_and_is_chunk_independent(tmp_path):
+    m = timelapse_model(seed=6, size=(12, 64, 64), n_spots=8)
+    data = m.render(0, 12, noise="gaussian")
+    assert data.dtype == np.uint16
+    expected = np.stack([m.expected(t) for t in range(12)])
+    resid = data.astype(np.float64) - m.offset - expected
+    # moment-matched: zero mean (rounding included; within 4 standard errors), variance
+    # mu + read_noise^2
+    assert abs(resid.mean()) < 4 * resid.std() / np.sqrt(resid.size)
+    z = resid / np.sqrt(expected + m.read_noise**2)
+    assert z.std() == pytest.approx(1.0, abs=0.03)
+    # frame t depends only on (seed, t), not on where a chunk starts
+    np.testing.assert_array_equal(m.render(5, 7, noise="gaussian"), data[5:7])
+    assert not np.array_equal(data, m.render(0, 12))  # not the exact Poisson draws
+    p, _ = write_timelapse_zarr(
+        tmp_path / "g.zarr", seed=6, size=(12, 64, 64), n_spots=8, noise="gaussian", n_workers=2
+    )
+    np.testing.assert_array_equal(zarr.open_array(str(p / "data"), mode="r")[:], data)
+    with pytest.raises(ValueError, match="noise"):
+        m.render(0, 1, noise="poison")
+    with pytest.raises(ValueError, match="noise"):
+        write_timelapse_zarr(tmp_path / "x.zarr", size=(2, 8, 8), noise="uniform")
+
+
+def test_vectorised_gaussians_equal_one_at_a_time():
+    """The scatter-add of all spots equals adding each spot's window in turn."""
+    import math
+
+    from sample_data.microscopy import TimelapseModel
+
+    rng = np.random.default_rng(0)
+    Y, X = 40, 52
+    pos = np.concatenate([rng.uniform(0, [Y - 1, X - 1], (30, 2)), [[0.2, 51.7], [39.9, 0.0]]])
+    amp = rng.uniform(50, 300, len(pos))
+    sig = rng.uniform(0.8, 4.0, len(pos))
+    got = np.zeros((Y, X))
+    TimelapseModel._add_gaussians(got, pos, amp, sig)
+    ref = np.zeros((Y, X))
+    for (py, px), a, s in zip(pos, amp, sig):
+        r = math.ceil(4 * s)
+        y0, y1 = max(0, int(py) - r), min(Y, int(py) + r + 2)
+        x0, x1 = max(0, int(px) - r), min(X, int(px) + r + 2)
+        gy = np.exp(-((np.arange(y0, y1) - py) ** 2) / (2 * s * s))
+        gx = np.exp(-((np.arange(x0, x1) - px) ** 2) / (2 * s * s))
+        ref[y0:y1, x0:x1] += a * gy[:, None] * gx[None, :]
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+
+
 def test_volume_truth():
     vol, truth = blurred_volume(seed=0, size=(16, 48, 48), psf_sigma=(2.0, 1.0, 1.0), photons=1e4)
     assert vol.dtype == np.float32 and vol.shape == (16, 48, 48)
