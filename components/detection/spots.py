@@ -387,7 +387,7 @@ def spot_filter(
 # --------------------------------------------------------------------------------------
 # default path: discrete LoG scale space, all scales in one pass over tiles
 # --------------------------------------------------------------------------------------
-_TILE_TARGET = 1 << 17  # output pixels per tile (the working set of a tile stays in cache)
+_TILE_TARGET = 1 << 18  # output pixels per tile (the working set of a tile stays in cache)
 _TILE_BLOCK = 16  # outputs per block-Toeplitz GEMM in the scale-space passes
 
 
@@ -494,6 +494,20 @@ class _ScaleSpace:
             lap = lap - self.sig[i][a] ** 2 * (g.roll(1, a) - 2 * g + g.roll(-1, a))
         return lap
 
+    def axis_kernels(self, i: int) -> tuple[list[Tensor], list[Tensor]]:
+        """Per axis, the float64 smoothing kernel of scale ``i`` (padded by one zero on
+        both sides) and its second difference: the response is
+        ``sum_a -s_a^2 (D2_a along a, smoothing along the other axes)``."""
+        gs, ds = [], []
+        for a in range(self.ndim):
+            k = torch.ones(1, dtype=torch.float64)
+            for ks in self.kernels[: i + 1]:
+                k = torch.from_numpy(np.convolve(k.numpy(), ks[a].numpy()))
+            k = F.pad(k, (1, 1))
+            gs.append(k)
+            ds.append(k.roll(1) - 2 * k + k.roll(-1))
+        return gs, ds
+
     def _gain(self, i: int) -> float:
         return _spot_gain(self.effective_kernel(i), self.sig[i])
 
@@ -595,7 +609,8 @@ def _scale_space_score(
     n0 = img.shape[0]
     rest = list(img.shape[1:])
     m = math.prod(rest)
-    rows = n0 if grad else int(min(n0, max(8, _TILE_TARGET // max(1, m), space.halo[0])))
+    # tile rows: about _TILE_TARGET outputs, and at least 4 halos (halo overhead <= 1.5x)
+    rows = n0 if grad else int(min(n0, max(8, _TILE_TARGET // max(1, m), 4 * space.halo[0])))
     amp_best = img.new_empty(img.shape) if not grad else None
     best = img.new_zeros(img.shape, dtype=torch.uint8) if n_s > 1 else None
     n_valid = int(valid.sum()) if valid is not None else img.numel()
@@ -693,74 +708,87 @@ def _scale_space_score(
 
 
 def _refine_at_scale(
-    img: Tensor, idx: Tensor, s_idx: Tensor, space: _ScaleSpace, chunk: int = 512
+    img: Tensor, idx: Tensor, s_idx: Tensor, space: _ScaleSpace, chunk: int = 1024
 ) -> Tensor:
     """Sub-pixel positions from each spot's own scale (not the patchwork best-scale map).
 
-    For each peak the response of its scale's template (the dense scale-space kernel,
-    truncated at 4 sigma + 1 per axis) is evaluated on the 3^ndim pixels around it; the
-    peak moves to the best of them (once) and is refined per axis by the vertex of the
-    log-parabola through three responses.  Differentiable in ``img``.
+    For each peak the response of its scale's template (the scale-space kernel, a sum of
+    ``ndim`` separable terms, truncated at 4 sigma + 1 per axis) is evaluated on the
+    3^ndim pixels around it by contracting the image patch axis by axis (GEMMs); the
+    peak moves to the best of them (once), then each axis is refined by the vertex of
+    the log-parabola through the three responses along it.  Differentiable in ``img``.
     """
     ndim = img.ndim
     pos = idx.to(img.dtype)
     if idx.shape[0] == 0:
         return pos
     out = pos.clone()
-    shape = torch.tensor(img.shape, device=idx.device)
-    offs = torch.stack(
-        torch.meshgrid(*([torch.arange(-1, 2, device=idx.device)] * ndim), indexing="ij"), -1
-    ).reshape(-1, ndim)
-    centre = (3**ndim) // 2
-    dims = tuple(range(1, 1 + ndim))
+    shape = list(img.shape)
+    lim = torch.tensor(shape, device=idx.device) - 1
+    strides = [math.prod(shape[a + 1 :]) for a in range(ndim)]
+    flat_img = img.reshape(-1)
+    tiny = torch.finfo(img.dtype).tiny
     for k in range(len(space.sig)):
         sel = (s_idx == k).nonzero()[:, 0]
         if sel.numel() == 0:
             continue
-        full = space.effective_kernel(k)
-        rad = [min(n // 2, math.ceil(4.0 * sg) + 1) for n, sg in zip(full.shape, space.sig[k])]
-        ker = full[tuple(slice(n // 2 - r, n // 2 + r + 1) for n, r in zip(full.shape, rad))]
-        ker = ker.to(img)
-        grids = torch.meshgrid(
-            *[torch.arange(-r - 1, r + 2, device=idx.device) for r in rad], indexing="ij"
-        )
-        rel = torch.stack([g.reshape(-1) for g in grids], -1)  # (P, ndim)
-        psz = [2 * r + 3 for r in rad]
+        g_axes, d_axes = space.axis_kernels(k)
+        rad = [min(g.numel() // 2, math.ceil(4.0 * sg) + 1) for g, sg in zip(g_axes, space.sig[k])]
+        mats = []  # per axis (2r + 3, 6): 3 shifted smoothing kernels, 3 shifted D2 kernels
+        for a in range(ndim):
+            c = g_axes[a].numel() // 2
+            cols = []
+            for kk in (g_axes[a], d_axes[a]):
+                kt = kk[c - rad[a] : c + rad[a] + 1]
+                for j in range(3):
+                    col = torch.zeros(2 * rad[a] + 3, dtype=torch.float64)
+                    col[j : j + kt.numel()] = kt
+                    cols.append(col)
+            mats.append(torch.stack(cols, 1).to(img))
+        w = [-(v**2) for v in space.sig[k]]
 
-        def responses(
-            at: Tensor, ker: Tensor = ker, rel: Tensor = rel, psz: list = psz, rad: list = rad
-        ) -> Tensor:
-            co = at[:, None, :] + rel[None]  # (n, P, ndim)
-            co = torch.stack([_reflect_index(co[..., a], int(shape[a])) for a in range(ndim)], -1)
-            patch = img[tuple(co.reshape(-1, ndim).T)].reshape(at.shape[0], *psz)
-            resp = []
-            for o in offs.tolist():
-                sl = tuple(slice(1 + q, 2 + q + 2 * r) for q, r in zip(o, rad))
-                resp.append((patch[(slice(None), *sl)] * ker).sum(dims))
-            return torch.stack(resp, 1)  # (n, 3^ndim)
+        def responses(at: Tensor, rad: list = rad, mats: list = mats, w: list = w) -> Tensor:
+            lin = None
+            for a in range(ndim):
+                co = at[:, a, None] + torch.arange(-rad[a] - 1, rad[a] + 2, device=at.device)
+                co = _reflect_index(co, shape[a]) * strides[a]
+                view = [at.shape[0]] + [1] * ndim
+                view[a + 1] = co.shape[1]
+                lin = co.reshape(view) if lin is None else lin + co.reshape(view)
+            assert lin is not None
+            t = flat_img[lin]  # (n, *patch)
+            for a in range(ndim - 1, -1, -1):
+                # contract the last patch axis, put the (kernel x offset) axis first
+                t = torch.movedim(t @ mats[a], -1, 1)  # (n, 6, ..., patch axes left)
+            # t: (n, 6 [axis 0], 6 [axis 1], ...); sum of the ndim separable terms
+            t = t.reshape(t.shape[0], *([2, 3] * ndim))
+            r = None
+            for a in range(ndim):
+                ix = []
+                for b in range(ndim):
+                    ix += [1 if b == a else 0, slice(None)]
+                term = w[a] * t[(slice(None), *ix)]
+                r = term if r is None else r + term
+            assert r is not None
+            return r  # (n, 3, ..., 3)
 
         for c0 in range(0, sel.numel(), chunk):
             rows = sel[c0 : c0 + chunk]
             at = idx[rows]
             r3 = responses(at)
-            j = r3.detach().argmax(1)
-            moved = j != centre
-            if bool(moved.any()):
-                at = at + torch.where(moved[:, None], offs[j], torch.zeros_like(offs[j]))
-                at = torch.minimum(at.clamp_min(0), shape - 1)
+            j = r3.detach().reshape(r3.shape[0], -1).argmax(1)
+            step = torch.stack(torch.unravel_index(j, [3] * ndim), 1) - 1
+            if bool(step.any()):
+                at = torch.minimum((at + step).clamp_min(0), lim)
                 r3 = responses(at)
-            r3 = r3.reshape(-1, *([3] * ndim))
-            tiny = torch.finfo(img.dtype).tiny
             off = []
             for a in range(ndim):
                 ix = [1] * ndim
-                lo = list(ix)
-                hi = list(ix)
-                lo[a] = 0
-                hi[a] = 2
                 f0 = r3[(slice(None), *ix)]
-                fl = r3[(slice(None), *lo)]
-                fh = r3[(slice(None), *hi)]
+                ix[a] = 0
+                fl = r3[(slice(None), *ix)]
+                ix[a] = 2
+                fh = r3[(slice(None), *ix)]
                 ok = (fl > 0) & (fh > 0) & (f0 > 0)
                 lf0, lfl, lfh = (torch.log(v.clamp_min(tiny)) for v in (f0, fl, fh))
                 num = torch.where(ok, lfl - lfh, fl - fh)
@@ -769,7 +797,7 @@ def _refine_at_scale(
                 o = torch.where(
                     safe, 0.5 * num / torch.where(safe, den, torch.ones_like(den)), 0 * den
                 )
-                edge = (at[:, a] == 0) | (at[:, a] == shape[a] - 1)
+                edge = (at[:, a] == 0) | (at[:, a] == lim[a])
                 off.append(torch.where(edge, 0 * o, o.clamp(-0.5, 0.5)))
             out = out.index_put((rows,), at.to(img.dtype) + torch.stack(off, 1))
     return out
@@ -777,7 +805,14 @@ def _refine_at_scale(
 
 def _candidate_maxima(score: Tensor, cand: Tensor, radius: int) -> Tensor:
     """The candidates (above threshold, usually few) that equal the maximum of their
-    (2 radius + 1)^ndim neighbourhood; cheaper than a full-image max filter."""
+    (2 radius + 1)^ndim neighbourhood; cheaper than a full-image max filter.  A 3^ndim
+    test first removes most candidates (the flanks of each peak)."""
+    if radius > 1:
+        cand = _local_max_filter(score, cand, 1)
+    return _local_max_filter(score, cand, radius)
+
+
+def _local_max_filter(score: Tensor, cand: Tensor, radius: int) -> Tensor:
     if cand.shape[0] == 0:
         return cand
     ndim = score.ndim

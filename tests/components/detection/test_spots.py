@@ -114,6 +114,99 @@ def test_soft_outputs_carry_gradients_to_threshold_and_image() -> None:
     assert m.self_supervised_loss({"image": x}, out) is not None
 
 
+def test_multiscale_f1_at_snr5_and_scale_refinement() -> None:
+    # five scales: the per-spot refinement at the spot's own scale keeps every spot
+    # within 1.5 px (the patchwork best-scale map alone displaced some by ~1.7 px)
+    img, pos = make_spots((512, 512), 150, sigma=1.5, snr=5.0, seed=11)
+    t = detect_spots(torch.as_tensor(img), sigma=[1.0, 1.5, 2.0, 2.5, 3.0], threshold=5.0)
+    assert f1_score(t.positions.numpy(), pos, 1.5) >= 0.99
+    d, _ = cKDTree(t.positions.numpy()).query(pos)
+    assert np.median(d) < 0.35
+    assert set(t.scale.unique().tolist()) <= {1.0, 1.5, 2.0, 2.5, 3.0}
+
+
+def _same_table(a, b, atol: float = 1e-4) -> None:
+    assert len(a) == len(b)
+    torch.testing.assert_close(a.score.detach(), b.score.detach(), rtol=1e-4, atol=atol)
+    torch.testing.assert_close(a.probability.detach(), b.probability.detach(), rtol=0, atol=1e-4)
+    oa = torch.argsort(a.positions[:, 0].detach() * 1e4 + a.positions[:, 1].detach())
+    ob = torch.argsort(b.positions[:, 0].detach() * 1e4 + b.positions[:, 1].detach())
+    torch.testing.assert_close(
+        a.positions.detach()[oa], b.positions.detach()[ob], rtol=0, atol=1e-3
+    )
+    torch.testing.assert_close(a.scale[oa], b.scale[ob])
+    torch.testing.assert_close(
+        a.amplitude.detach()[oa], b.amplitude.detach()[ob], rtol=1e-3, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (20, 48, 40)])
+def test_tiling_threads_and_grad_path_agree(monkeypatch, shape) -> None:
+    """Many small tiles, the tile thread pool and the single-tile autograd path give the
+    same maps and table as the default tiling (the noise sample is the same pixels)."""
+    import components.detection.spots as spots
+
+    aniso = 2.0 if len(shape) == 3 else 1.0
+    img, _ = make_spots(shape, 8, sigma=1.5, anisotropy=aniso, snr=8.0, seed=12)
+    x = torch.as_tensor(img, dtype=torch.float64)
+    kw = {"sigma": [1.0, 1.5, 2.0], "anisotropy": aniso}
+    ref = detect_spots(x, **kw)
+    monkeypatch.setattr(spots, "_TILE_TARGET", 64)  # many tiles
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiled = detect_spots(x, **kw)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.get_num_threads() == n
+    _same_table(ref, tiled, atol=1e-8)
+    xg = x.clone().requires_grad_(True)
+    withgrad = detect_spots(xg, **kw)
+    assert withgrad.score.requires_grad
+    _same_table(ref, withgrad, atol=1e-8)
+
+
+def test_tiled_scale_space_matches_dense_kernels_and_fft_path() -> None:
+    import components.detection.spots as spots
+
+    x = torch.randn(40, 56, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    space = spots._ScaleSpace([1.0, 2.0], 2, 1.0, x)
+    # dense correlation with each scale's effective kernel (reflect padding) == tiled
+    for k in range(2):
+        ker = space.effective_kernel(k)
+        r = [n // 2 for n in ker.shape]
+        xp = torch.nn.functional.pad(x[None, None], (r[1], r[1], r[0], r[0]), mode="reflect")
+        dense = torch.nn.functional.conv2d(xp, ker[None, None])[0, 0] / space.gain[k]
+        tile = spots._reflect_index(torch.arange(-space.halo[0], 40 + space.halo[0]), 40)
+        cols = spots._reflect_index(torch.arange(-space.halo[1], 56 + space.halo[1]), 56)
+        amps = list(space.amplitudes(x[tile][:, cols], [40, 56], grad=True))
+        torch.testing.assert_close(amps[k], dense, rtol=0, atol=1e-10)
+    # the exact sampled-LoG FFT path finds the same spots
+    img, pos = make_spots((128, 128), 12, sigma=1.5, snr=8.0, seed=13)
+    a = detect_spots(torch.as_tensor(img), sigma=[1.0, 1.5, 2.0])
+    b = detect_spots(torch.as_tensor(img), sigma=[1.0, 1.5, 2.0], method="fft")
+    assert f1_score(a.positions.numpy(), pos, 1.5) == 1.0
+    assert f1_score(b.positions.numpy(), pos, 1.5) == 1.0
+    # sub-pixel error: per-spot refinement at its own scale (default) vs the parabola on
+    # the patchwork best-scale score map (fft path): 0.19 vs 0.45 px median here
+    da, _ = cKDTree(a.positions.numpy()).query(pos)
+    db, _ = cKDTree(b.positions.numpy()).query(pos)
+    assert np.median(da) < 0.3 and np.median(da) <= np.median(db)
+
+
+def test_3d_tiles_nan_and_border_spots(monkeypatch) -> None:
+    import components.detection.spots as spots
+
+    vol, pos = make_spots((40, 64, 64), 20, sigma=1.5, anisotropy=2.0, snr=6.0, seed=14, margin=1)
+    monkeypatch.setattr(spots, "_TILE_TARGET", 1)  # tiles of 4 halos along z
+    t = detect_spots(torch.as_tensor(vol), sigma=1.5, anisotropy=2.0)
+    assert f1_score(t.positions.numpy(), pos, 2.0) >= 0.95
+    vol[10:12, 5:9, 5:9] = np.nan
+    tn = detect_spots(torch.as_tensor(vol), sigma=1.5, anisotropy=2.0)
+    assert torch.isfinite(tn.score).all() and float(tn.score[10:12, 5:9, 5:9].abs().max()) == 0.0
+    assert len(tn) >= len(t) - 2
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     img, _ = make_spots((128, 128), 10, sigma=1.5, snr=8.0, seed=9)
@@ -123,27 +216,39 @@ def test_cuda_matches_cpu() -> None:
 
 
 @pytest.mark.real_data
-def test_trackpy_colloids_count(shared_data) -> None:
+def test_trackpy_colloids_count_threshold_from_held_out_frame(shared_data) -> None:
     """Dark colloids in bright field, inverted, LoG sigma 2 px (trackpy diameter 9).
 
-    Reference: trackpy v0.4 ``locate(diameter=9, minmass=140)`` on the same frame found
-    344 particles (``arr_3`` of the npz; not human ground truth).  Our SNR threshold plays
-    the role of trackpy's ``minmass``; 9.5 sigma was chosen once on this frame (the two
-    criteria rank faint particles differently, so about 85 % of trackpy's particles are
-    within 2 px of one of ours).
+    Protocol (the test frame is never looked at to choose the threshold): our SNR
+    threshold plays the role of trackpy's ``minmass``.  It is tuned on the OTHER distinct
+    frame of the sequence (``T76S3F00004``): the SNR at which our count equals trackpy's
+    own ``locate(diameter=9, minmass=140, invert=True)`` count there (348 with trackpy
+    0.7).  It is then applied to the test frame ``T76S3F00001``, whose reference is the
+    stored trackpy v0.4 output (``arr_3``, 344 particles; not human ground truth).
+    Measured: threshold 9.87, 332 particles (-3.5 %), 82 % of trackpy's particles within
+    2 px of one of ours (the two criteria rank faint particles differently).
     """
     import imageio.v3 as iio
 
+    tp = pytest.importorskip("trackpy")
     root = shared_data / "trackpy-colloids"
+
+    def frame(name: str) -> np.ndarray:
+        f = iio.imread(root / "image_sequence" / name)
+        return f[..., 0] if f.ndim == 3 else f
+
+    kw = {"sigma": 2.0, "min_distance": 4, "exclude_border": 4}
+    tune = frame("T76S3F00004.png")
+    n_tune = len(tp.locate(tune, 9, minmass=140, invert=True, characterize=False, engine="python"))
+    snr = np.sort(detect_spots(255.0 - tune.astype(np.float32), threshold=3.0, **kw).snr.numpy())
+    snr = snr[::-1]
+    threshold = 0.5 * float(snr[n_tune - 1] + snr[n_tune])
+
     ref = np.load(root / "reproducibility_v0.4.npz")["arr_3"]
     assert ref.shape[0] == 344
-    frame = iio.imread(root / "image_sequence" / "T76S3F00001.png").astype(np.float32)
-    if frame.ndim == 3:
-        frame = frame[..., 0]
-    inv = 255.0 - frame
-    t = detect_spots(
-        torch.as_tensor(inv), sigma=2.0, threshold=9.5, min_distance=4, exclude_border=4
-    )
-    assert abs(len(t) - ref.shape[0]) <= 0.05 * ref.shape[0], len(t)
+    test = frame("T76S3F00001.png")
+    assert not np.array_equal(test, tune)
+    t = detect_spots(255.0 - test.astype(np.float32), threshold=threshold, **kw)
+    assert abs(len(t) - ref.shape[0]) <= 0.05 * ref.shape[0], (threshold, len(t))
     d, _ = cKDTree(t.positions.numpy()).query(ref[:, :2])
-    assert (d < 2.0).mean() > 0.8
+    assert (d < 2.0).mean() > 0.75
