@@ -293,3 +293,15 @@ def test_library_written_by_the_old_embedding_keeps_working(dock, tmp_path):
     assert hit["task_id"] == first.solved.task_id and hit["close"], hit
     assert hit["embedding"] == LEGACY_METHOD
     assert again.trace["result"]["origin"] == f"recall:{first.solved.task_id}"
+
+
+def test_task_embedding_is_the_docks_rkme():
+    from specs.rkme import RKME
+
+    x = {"x": 5.0 + torch.randn(64, 4, generator=torch.Generator().manual_seed(1))}
+    e = S.embed(x, "tabular", m=16, seed=3)
+    rows, fid, bw = S._features(x, "tabular")
+    rk = RKME.fit(torch.from_numpy(rows), m=16, seed=3, bandwidth=bw, featurizer=fid)
+    np.testing.assert_allclose(e.points, rk.z.numpy())
+    np.testing.assert_allclose(e.weights, rk.beta.numpy())
+    assert e.gamma == pytest.approx(1 / (2 * rk.bandwidth**2)) and e.method == "rkme-fit/1"
