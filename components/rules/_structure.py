@@ -161,15 +161,15 @@ def power_separable(
             # both models and the test accepts anything)
             base = np.column_stack([np.ones(n), H])
             full = np.column_stack([base, us, inter])
-            for a in _EXPONENTS:
-                t = y / np.abs(X[:, i]) ** float(a)
+            for ex in _EXPONENTS:
+                t = y / np.abs(X[:, i]) ** float(ex)
                 tss = float(np.sum((t - t.mean()) ** 2)) + 1e-300
                 rss_a, _ = _rss(base, t)
                 if rss_a > 1e-2 * tss:
                     continue
                 rss_f, _ = _rss(full, t)
                 if rss_a <= max(rss_f, 1e-12 * tss) / ratio:
-                    found = a
+                    found = ex
                     break
         if found is not None:
             out[i] = found
@@ -305,14 +305,14 @@ def stlsq_path(
     # backward elimination from the selected model: a greedy path can pick a proxy
     # column first and compensate later; dropping terms whose removal improves BIC
     # recovers the sparse law
-    support = list(np.flatnonzero(best[1]))
+    support = [int(j) for j in np.flatnonzero(best[1])]
     bic_best = best[0]
     improved = True
     while improved and len(support) > 1:
         improved = False
         trials = []
         for j in support:
-            rest = [k for k in support if k != j]
+            rest = [m for m in support if m != j]
             sol, *_ = np.linalg.lstsq(An[:, rest], b, rcond=None)
             r = b - An[:, rest] @ sol
             bic = n * math.log(max(float(r @ r), floor) / n) + len(rest) * math.log(n)

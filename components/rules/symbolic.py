@@ -4,11 +4,14 @@
 
 1. **units** (optional): Buckingham-pi reduction to dimensionless groups
    (:mod:`components.rules.units`), so every law found is dimensionally consistent;
-2. **analytic candidates**: a power law fitted in log space (exponents snapped to small
-   rationals) and a sparse polynomial of degree <= 2 (STLSQ path + BIC);
-3. **search backend**: ``"operon"`` (pyoperon, the default: multi-objective GP with
-   Levenberg-Marquardt constant optimisation, budget in evaluations *and* seconds) or
-   ``"pysr"`` (PySR, when a Julia runtime is present);
+2. **structure pre-search** (:mod:`components.rules._structure`): a power law fitted in
+   log space, sparse polynomials, multiplicative separability tested on the data
+   (variables entering as powers are factored out and the search continues on the
+   reduced problem), sparse linear and rational fits of transforms of ``y`` over Laurent
+   monomials; when one of these reproduces the data to round-off the backend is skipped;
+3. **search backend** on the (reduced) problem: ``"operon"`` (pyoperon, the default:
+   multi-objective GP with Levenberg-Marquardt constant optimisation, budget in
+   evaluations *and* seconds) or ``"pysr"`` (PySR, when a Julia runtime is present);
 4. **post-processing**, identical for every backend: expand, snap each constant to a small
    integer/rational (times ``pi``, ``sqrt(2)``, ``sqrt(pi)`` powers) when the loss does not
    get significantly worse, refit the remaining constants in float64, canonicalise;
@@ -738,7 +741,9 @@ def discover(
     operators : str
         Comma-separated operator set (operon names).
     analytic : bool
-        Add the power-law and sparse-polynomial candidates.
+        Run the structure pre-search (power law, sparse polynomials, separability,
+        sparse rational fits of transforms of ``y``); see
+        :mod:`components.rules._structure`.
     snap : bool
         Snap constants to simple exact numbers (see :func:`snap_constants`).
 
