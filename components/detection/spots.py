@@ -520,13 +520,14 @@ class _ScaleSpace:
         centre = tuple(slice(1, 1 + n) for n in out_shape)
         for i, toes in enumerate(self.toe):
             for a in range(self.ndim - 1, -1, -1):
-                if toes[a] is not None:
-                    cur = _valid_conv(cur, toes[a], self.kernels[i][a].numel(), a)
+                toe = toes[a]
+                if toe is not None:
+                    cur = _valid_conv(cur, toe, self.kernels[i][a].numel(), a)
                     left[a] -= self.rad[i][a]
             # crop to the output region plus one sample for the Laplacian
             c = cur[tuple(slice(h - 1, h + 1 + n) for h, n in zip(left, out_shape))]
             w = [-(v**2) / float(self.gain[i]) for v in self.sig[i]]
-            r = None
+            r: Tensor | None = None
             for a in range(self.ndim):
                 lo = tuple(
                     slice(0, n) if b == a else q for b, (q, n) in enumerate(zip(centre, out_shape))
@@ -545,6 +546,7 @@ class _ScaleSpace:
                         else r.add_(c[lo], alpha=w[a]).add_(c[hi], alpha=w[a])
                     )
             cw = -2.0 * sum(w)
+            assert r is not None
             yield r + cw * c[centre] if grad else r.add_(c[centre], alpha=cw)
 
 
@@ -649,13 +651,16 @@ def _scale_space_score(
                 continue
             # index of the best scale in float arithmetic (boolean masks are slow on
             # CPU): indices grow with k, so ti = max(ti, k [amp > tb])
+            assert ti is not None
             up = torch.gt(amp.detach(), tb.detach(), out=torch.empty_like(ti))
             ti = torch.maximum(ti, up.mul_(float(k)), out=ti)
             tb = torch.maximum(tb, amp) if grad else torch.maximum(tb, amp, out=tb)
-        if best is not None:
+        assert tb is not None
+        if best is not None and ti is not None:
             best[r0:r1] = ti
         if grad:
             return out, tb
+        assert amp_best is not None
         amp_best[r0:r1] = tb
         return out, None
 
@@ -776,14 +781,14 @@ def _refine_at_scale(
             rows = sel[c0 : c0 + chunk]
             at = idx[rows]
             r3 = responses(at)
-            j = r3.detach().reshape(r3.shape[0], -1).argmax(1)
-            step = torch.stack(torch.unravel_index(j, [3] * ndim), 1) - 1
+            jbest = r3.detach().reshape(r3.shape[0], -1).argmax(1)
+            step = torch.stack(torch.unravel_index(jbest, [3] * ndim), 1) - 1
             if bool(step.any()):
                 at = torch.minimum((at + step).clamp_min(0), lim)
                 r3 = responses(at)
             off = []
             for a in range(ndim):
-                ix = [1] * ndim
+                ix: list[Any] = [1] * ndim
                 f0 = r3[(slice(None), *ix)]
                 ix[a] = 0
                 fl = r3[(slice(None), *ix)]
@@ -904,9 +909,11 @@ def detect_spots(
         ``max(1, round(max(sigma)))``.
     exclude_border : int
         Spots closer than this to the border are dropped.
-    method : {"auto", "separable", "fft"}
-        Separable convolution (block-banded matmuls) for templates up to 41 taps per axis
-        on images below 2^18 pixels, FFT otherwise (``auto``); both give the same result.
+    method : {"auto", "tiled", "separable", "fft"}
+        ``"auto"``/``"tiled"`` with the LoG template: the discrete LoG scale space, all
+        scales in one tiled pass (see Notes); other templates under ``"auto"``, and
+        ``"separable"``/``"fft"``: the exact sampled template by block-banded matmuls
+        (up to 41 taps per axis on images below 2^18 pixels) or FFT, all scales dense.
     temperature : float or Tensor
         Width of the sigmoid of the probability map, in SNR units.
     max_spots : int, optional
@@ -941,7 +948,16 @@ def detect_spots(
     SNR map at the selected scale within a window of radius ``min_distance`` with
     :math:`\mathrm{SNR} > \tau`; positions are refined per axis by the vertex of the
     parabola through the logarithm of the three responses around the peak (exact for a
-    Gaussian profile).  The probability map is
+    Gaussian profile).
+
+    The default ``"tiled"`` method builds the discrete scale space incrementally,
+    :math:`G_k = g_{\delta_k} * G_{k-1}` with :math:`\delta_k^2 = s_k^2 - s_{k-1}^2`
+    (sampled Gaussians of radius :math:`\lceil 4\delta_k \rceil`), and
+    :math:`R_k = -\sum_i s_{k,i}^2 \Delta_i^2 G_k` with the 3-point second difference
+    :math:`\Delta_i^2` (zero-sum, so flat and linear backgrounds give no response);
+    tiles along the first axis keep only :math:`\max_k R_k / g_k` and its argmax, and
+    positions are refined with the responses of the spot's own scale (not the
+    best-scale map, which mixes scales around a peak).  The probability map is
     :math:`\sigma((\mathrm{SNR}-\tau)/T)`, differentiable in the image, :math:`\tau` and
     :math:`T`.
 
