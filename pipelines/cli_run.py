@@ -20,21 +20,30 @@ such as ``"pkg://my_lab.conf"`` or a directory): they are appended to
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipelines._cli_common import (
+    CONF_DIR,
+    ConfigKeyError,
+    compose,
+    container,
+    hydra_app,
+    jsonable,
+    now_utc,
+    plugin_searchpath,
+    provenance,
+    report_user_errors,
+    with_searchpath,
+    write_json,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -49,10 +58,9 @@ __all__ = [
     "execute",
     "load_data",
     "main",
+    "plugin_searchpath",
     "register_configs",
 ]
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------
@@ -175,61 +183,6 @@ def register_configs() -> None:
         cs.store(group=f"schema/{group}", name="base", node=node)
 
 
-class ConfigKeyError(ValueError):
-    """A config key that the schema does not have; the message lists the valid keys."""
-
-
-def _valid_keys(full_key: str) -> tuple[str, list[str]] | None:
-    parts = full_key.split(".")
-    parent = ".".join(parts[:-1])
-    schema = _SCHEMAS.get(parent)
-    if schema is None:
-        return None
-    return parent, [f.name for f in dataclasses.fields(schema)]
-
-
-def _explain(exc: BaseException) -> str | None:
-    text = str(exc)
-    cause = exc.__cause__
-    while cause is not None:
-        text += "\n" + str(cause)
-        cause = cause.__cause__
-    m = re.search(r"full_key:\s*(\S+)", text) or re.search(r"Could not override '([^']+)'", text)
-    if not m or not re.search(r"not in struct|Key '[^']*' (is )?not in", text):
-        return None
-    key = m.group(1)
-    found = _valid_keys(key)
-    if found is None or key.split(".")[-1] in found[1]:
-        return None
-    parent, keys = found
-    where = f"'{parent}'" if parent else "the top level"
-    return f"unknown config key {key!r}: valid keys of {where} are {keys}"
-
-
-def plugin_searchpath() -> list[str]:
-    """Search-path entries contributed by plug-ins (entry-point group ``learndock.conf``)."""
-    out = []
-    for ep in metadata.entry_points(group="learndock.conf"):
-        try:
-            val = ep.load()
-        except Exception:
-            continue
-        val = val() if callable(val) else val
-        for v in [val] if isinstance(val, str) else list(val):
-            out.append(v if "://" in str(v) else f"file://{v}")
-    return out
-
-
-def _with_searchpath(overrides: list[str]) -> list[str]:
-    extra = plugin_searchpath()
-    if not extra or any(o.startswith("hydra.searchpath") for o in overrides):
-        return overrides
-    return [*overrides, f"hydra.searchpath=[{','.join(extra)}]"]
-
-
-_hydra_token: Any = None
-
-
 def compose_config(
     overrides: list[str] | tuple[str, ...] = (),
     *,
@@ -264,27 +217,19 @@ def compose_config(
     >>> cfg.pipeline.name
     'gait-dynamics'
     """
-    global _hydra_token
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     register_configs()
-    overrides = _with_searchpath(list(overrides))
-    gh = GlobalHydra.instance()
-    # Re-use Hydra's global state while it is still the one this function set up.
-    if not (gh.is_initialized() and _hydra_token is not None and gh.hydra is _hydra_token):
-        if gh.is_initialized():
-            gh.clear()
-        initialize_config_dir(
-            config_dir=str(CONF_DIR), version_base="1.3", job_name="learndock_run"
-        )
-        _hydra_token = gh.hydra
     try:
         return compose(
-            config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config
+            config_name,
+            overrides,
+            job_name="learndock_run",
+            schemas=_SCHEMAS,
+            return_hydra_config=return_hydra_config,
         )
+    except ConfigKeyError:
+        raise
     except Exception as exc:
-        msg = _explain(exc) or _explain_component_param(exc, overrides, config_name)
+        msg = _explain_component_param(exc, with_searchpath(overrides), config_name)
         if msg:
             raise ConfigKeyError(msg) from exc
         raise
@@ -297,7 +242,7 @@ def _explain_component_param(
     the component's constructor parameters."""
     import inspect
 
-    from hydra import compose
+    from hydra import compose as hydra_compose
     from omegaconf import OmegaConf
 
     m = re.search(r"Could not override '([^']+)'", str(exc))
@@ -307,7 +252,7 @@ def _explain_component_param(
     parent, _, name = key.rpartition(".")
     rest = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
     try:
-        cfg = compose(config_name=config_name, overrides=rest)
+        cfg = hydra_compose(config_name=config_name, overrides=rest)
         node = OmegaConf.select(cfg, parent)
         target = node.get("_target_") if node is not None and hasattr(node, "get") else None
         if target is None:
@@ -321,16 +266,6 @@ def _explain_component_param(
     if name in valid:
         return None
     return f"unknown config key {key!r}: component {target!r} at {parent!r} takes the parameters {valid}"
-
-
-def _container(cfg: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        if "hydra" in cfg:
-            cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
-    return dict(cfg)
 
 
 # --------------------------------------------------------------------------------------
@@ -431,48 +366,6 @@ def write_outputs(arrays: dict[str, np.ndarray], path: Path) -> dict[str, dict[s
     return index
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=CONF_DIR.parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("learndock", "torch", "numpy", "hydra-core", "zarr", "astropy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist() if v.size <= 64 else f"array{v.shape}"
-    if hasattr(v, "detach") and hasattr(v, "numel"):
-        return _jsonable(v.detach().cpu().numpy())
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if v is None or isinstance(v, bool | int | float | str):
-        return v
-    return str(v)
-
-
 # --------------------------------------------------------------------------------------
 # execution
 # --------------------------------------------------------------------------------------
@@ -501,7 +394,7 @@ def execute(
     from components.base import resolve_device, set_threads
     from pipelines import report as rep
 
-    plain = _container(cfg)
+    plain = container(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = set_threads(plain.get("threads"))
@@ -509,7 +402,7 @@ def execute(
     seed = int(plain.get("seed", 0))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    started = _dt.datetime.now(_dt.UTC).isoformat()
+    started = now_utc()
     pcfg = plain.get("pipeline") or {}
     if pcfg.get("flagship"):
         from pipelines import flagships
@@ -523,28 +416,20 @@ def execute(
         if run.outputs_index is not None
         else write_outputs(run.outputs, out / "outputs.zarr")
     )
-    provenance = {
-        "learndock_run": {
-            "started": started,
-            "seconds": round(seconds, 3),
-            "output_dir": str(out.resolve()),
-        },
-        "overrides": list(overrides or []),
-        "config": plain,
-        "pipeline": run.pipeline_config,
-        "data": run.data_meta,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "platform": {
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "node": platform.node(),
-        },
-        "device": str(device),
-        "threads": threads,
-        "seed": seed,
-    }
-    (out / "provenance.json").write_text(json.dumps(_jsonable(provenance), indent=2))
+    prov = provenance(
+        "learndock_run",
+        started=started,
+        seconds=seconds,
+        output_dir=out,
+        overrides=overrides,
+        config=plain,
+        threads=threads,
+        seed=seed,
+        device=device,
+        pipeline=run.pipeline_config,
+        data=run.data_meta,
+    )
+    write_json(out / "provenance.json", prov)
     report_path = None
     if (plain.get("report") or {}).get("enabled", True):
         title = (plain.get("report") or {}).get(
@@ -556,19 +441,19 @@ def execute(
             subtitle=pcfg.get("description", ""),
             sections=run.sections,
             metrics=run.metrics,
-            provenance=_jsonable(provenance),
+            provenance=jsonable(prov),
             refine=run.refine,
             attribution=(run.refine or {}).get("attribution") if run.refine else None,
             pipeline=run.description,
         )
     result = {
         "pipeline": pcfg.get("name"),
-        "metrics": _jsonable(run.metrics),
+        "metrics": jsonable(run.metrics),
         "passed": run.passed,
         "outputs": {"zarr": str((out / "outputs.zarr").resolve()), "arrays": index},
         "report": str(report_path.resolve()) if report_path else None,
         "provenance": str((out / "provenance.json").resolve()),
-        "refine": _jsonable(
+        "refine": jsonable(
             {k: v for k, v in (run.refine or {}).items() if k not in ("history", "grad_norms")}
         )
         or None,
@@ -731,13 +616,10 @@ def _task(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    try:
-        result = execute(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
-    except (ValueError, TypeError, LookupError) as exc:  # user errors: no stack trace
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"learndock run: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    result = report_user_errors(
+        "learndock run",
+        lambda: execute(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task)),
+    )
     print(f"learndock run: {result['pipeline']} -> {hc.runtime.output_dir}")
     if result.get("metrics"):
         print(json.dumps(result["metrics"], indent=2))
@@ -747,8 +629,6 @@ def _task(cfg: Any) -> None:
 
 def main() -> None:
     """Entry point (``pipelines.cli`` sets ``sys.argv`` to the Hydra overrides)."""
-    import hydra
-
     register_configs()
     args = sys.argv[1:]
     # Validate single-run overrides first so that a typo lists the valid keys.
@@ -761,16 +641,7 @@ def main() -> None:
             raise SystemExit(2) from None
         except Exception:
             pass  # Hydra reports other composition errors itself below
-    extra = plugin_searchpath()
-    if extra and not any(a.startswith("hydra.searchpath") for a in args):
-        sys.argv.append(f"hydra.searchpath=[{','.join(extra)}]")
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():  # left by compose_config above
-        GlobalHydra.instance().clear()
-    app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_task)
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    app()
+    hydra_app("config", _task)()
 
 
 if __name__ == "__main__":  # pragma: no cover
