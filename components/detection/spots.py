@@ -991,9 +991,10 @@ def detect_spots(
     if exclude_border < 0:
         raise ValueError(f"exclude_border: expected a non-negative integer, got {exclude_border!r}")
     scales = [1.0] if template == "psf" else _as_scales(sigma)
-    finite = torch.isfinite(img)
     valid = None
-    if not bool(finite.all()):
+    # one reduction instead of a full-size mask when everything is finite (the usual case)
+    if not bool(torch.isfinite(img.detach().sum())) and not bool(torch.isfinite(img).all()):
+        finite = torch.isfinite(img)
         if not bool(finite.any()):
             raise ValueError(f"image: expected some finite pixels, got all {img.numel()} NaN/inf")
         valid = finite
