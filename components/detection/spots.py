@@ -613,6 +613,8 @@ def _scale_space_score(
     m = math.prod(rest)
     # tile rows: about _TILE_TARGET outputs, and at least 4 halos (halo overhead <= 1.5x)
     rows = n0 if grad else int(min(n0, max(8, _TILE_TARGET // max(1, m), 4 * space.halo[0])))
+    n_tiles = max(1, round(n0 / rows))
+    rows = -(-n0 // n_tiles)  # balanced tiles (no thin last tile with a full halo)
     amp_best = img.new_empty(img.shape) if not grad else None
     best = img.new_zeros(img.shape, dtype=torch.uint8) if n_s > 1 else None
     n_valid = int(valid.sum()) if valid is not None else img.numel()
@@ -622,6 +624,12 @@ def _scale_space_score(
         _reflect_index(torch.arange(-h, n + h, device=img.device), n)
         for h, n in zip(space.halo[1:], rest)
     ]
+    # one reflect pad of the trailing axes when the halos allow it (else index by axis)
+    pad_rest = (
+        [v for h in reversed(space.halo[1:]) for v in (h, h)]
+        if all(h < n for h, n in zip(space.halo[1:], rest))
+        else None
+    )
     h0 = space.halo[0]
 
     def run_tile(r0: int) -> tuple[list[Tensor], Tensor | None]:
@@ -629,8 +637,11 @@ def _scale_space_score(
         nr = r1 - r0
         ridx = _reflect_index(torch.arange(r0 - h0, r1 + h0, device=img.device), n0)
         tile = img.index_select(0, ridx)
-        for a in range(1, ndim):
-            tile = tile.index_select(a, rest_idx[a - 1])
+        if pad_rest is not None:
+            tile = F.pad(tile[None], pad_rest, mode="reflect")[0]
+        else:
+            for a in range(1, ndim):
+                tile = tile.index_select(a, rest_idx[a - 1])
         if valid is not None:
             v = valid[r0:r1].reshape(-1)
             pick = _sample_positions(int(n_before[r0 // rows]), int(v.sum()), step)
