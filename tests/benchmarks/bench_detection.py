@@ -221,6 +221,19 @@ def bench_spots(quick: bool) -> dict:
 def bench_transits(quick: bool) -> dict:
     from astropy.timeseries import BoxLeastSquares
 
+def timed_cpu(fn, repeat: int = 1):
+    """Best wall time, the process CPU time of that run, and the output (the CPU time is
+    the robust figure on a shared machine: waiting for a core does not count)."""
+    best, cpu, out = float("inf"), float("inf"), None
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, cpu = wall, time.process_time() - c0
+    return best, cpu, out
+
+
     t, f = make_light_curve(
         baseline=730.0, cadence=1 / 48, planets=((3.1234, 1.7, 0.12, 5e-4),), noise=3e-4, seed=4
     )
@@ -242,7 +255,11 @@ def bench_transits(quick: bool) -> dict:
     ww = torch.full_like(yy, 1 / 3e-4**2)
     pp, dd = torch.as_tensor(periods), torch.as_tensor(durs)
     # default: coarse-to-fine (exact statistic around the top coarse peaks)
-    to, ours = timed(lambda: bls_power(tt, yy, pp, dd, weights=ww, bin_oversample=3), 3)
+    to, co, ours = timed_cpu(lambda: bls_power(tt, yy, pp, dd, weights=ww, bin_oversample=3), 3)
+    ta_cpu = timed_cpu(
+        lambda: BoxLeastSquares(t, f, dy=err).power(periods, durs, oversample=3, objective="snr"),
+        3,
+    )[1]
     # the full-grid exact path
     te, exact = timed(
         lambda: bls_power(tt, yy, pp, dd, weights=ww, bin_oversample=3, method="exact"), 3
@@ -261,6 +278,9 @@ def bench_transits(quick: bool) -> dict:
         "ours_exact_s": te,
         "speedup_exact": ta / te,
         "ours_periods_evaluated": int(ours.exact[0].sum()),
+        "astropy_cpu_s": ta_cpu,
+        "ours_cpu_s": co,
+        "speedup_cpu": ta_cpu / co,
         "best_period_astropy": p_ref,
         "best_period_ours": p_ours,
         "best_period_exact": float(periods[i_exact]),
@@ -272,32 +292,45 @@ def bench_transits(quick: bool) -> dict:
             3,
         )[0],
     }
-    # many stars on one time grid
+    # many stars on one time grid, the same (fully sampled) period grid, float32 flux;
+    # ours batched vs ours one star at a time vs astropy looped over stars
     n_stars = 20 if quick else 100
     rng = np.random.default_rng(5)
     flux = 1 + 3e-4 * rng.standard_normal((n_stars, t.size))
-    grid = periods[:: max(1, periods.size // 200)]
+    planted = make_light_curve(
+        baseline=730.0, cadence=1 / 48, planets=((3.1234, 1.7, 0.12, 5e-4),), noise=0.0
+    )[1]
+    flux[::4] *= planted[None]  # every 4th star transits
     fl = torch.as_tensor(flux, dtype=torch.float32)
-    tb, _ = timed(
-        lambda: transit_search(t, fl, periods=grid, durations=durs, detrend=None, refine=False)
-    )
+    kw = {"periods": periods, "durations": durs, "detrend": None, "refine": False}
+    tb, cb, batch = timed_cpu(lambda: transit_search(t, fl, **kw))
     n_ref = min(n_stars, 5)
-    ta_b, _ = timed(
+    to1, co1, _ = timed_cpu(lambda: [transit_search(t, fl[i], **kw) for i in range(n_ref)])
+    ta_b, ca_b, _ = timed_cpu(
         lambda: [
-            BoxLeastSquares(t, flux[i], dy=err).power(grid, durs, oversample=3)
+            BoxLeastSquares(t, flux[i], dy=err).power(periods, durs, oversample=3)
             for i in range(n_ref)
         ]
     )
     res.update(
         {
             "batch_stars": n_stars,
-            "batch_periods": int(grid.size),
+    found = np.abs(batch.period.numpy()[::4] - 3.1234) / 3.1234 < 1e-3
+            "batch_periods": int(periods.size),
+            "batch_dtype": "float32",
             "ours_stars_per_s": n_stars / tb,
             "astropy_stars_per_s": n_ref / ta_b,
             "batch_speedup": (n_stars / tb) / (n_ref / ta_b),
         }
+            "ours_one_by_one_stars_per_s": n_ref / to1,
     )
     return res
+            "batch_gain_over_one_by_one": (n_stars / tb) / (n_ref / to1),
+            "ours_stars_per_cpu_s": n_stars / cb,
+            "ours_one_by_one_stars_per_cpu_s": n_ref / co1,
+            "astropy_stars_per_cpu_s": n_ref / ca_b,
+            "batch_speedup_cpu": (n_stars / cb) / (n_ref / ca_b),
+            "batch_planets_recovered": f"{int(found.sum())}/{found.size}",
 
 
 def bench_rpca(quick: bool) -> dict:
@@ -315,6 +348,9 @@ def bench_rpca(quick: bool) -> dict:
     A = movie.reshape(shape[0], -1).T.astype(np.float32)
     tl.set_backend("numpy")
     n_iter = 100
+    # the PCP sparse part scored without the debiased background refit
+    raw = rpca_scores(x, tol=tol, debias=False)
+    f1_raw = f1_mask((raw.score.abs() > 5).numpy(), ev)
     lam = 1.0 / np.sqrt(max(A.shape))  # the same sparsity weight as ours (tensorly's default is 1)
     tp, (D, E) = timed(lambda: tl_rpca(A, tol=tol, reg_E=lam, n_iter_max=n_iter, verbose=0))
     E = np.asarray(E).T.reshape(shape)
@@ -333,6 +369,8 @@ def bench_rpca(quick: bool) -> dict:
         "f1_tensorly": f1_p,
     }
     # hard case: large events on 5 % of entries, drifting background; vs truncated SVD
+        "f1_ours_without_debias": f1_raw,
+        "ours_background_rank": out.rank,
     hs = (100, 32, 32)
     hm, _, hev = make_movie(
         shape=hs, rank=2, event_fraction=0.05, event_amplitude=20.0, noise=0.05, drift=0.5, seed=7
@@ -346,10 +384,12 @@ def bench_rpca(quick: bool) -> dict:
     res.update(
         {
             "hard_size": list(hs),
+    hr = rpca_scores(torch.as_tensor(hm, dtype=torch.float64), tol=1e-7, debias=False)
             "hard_f1_rpca": f1_mask((ho.score.abs() > 5).numpy(), hev),
             "hard_f1_truncated_svd_rank3": f1_svd,
         }
     )
+            "hard_f1_rpca_without_debias": f1_mask((hr.score.abs() > 5).numpy(), hev),
     return res
 
 
