@@ -250,3 +250,84 @@ def test_bls_method_and_parameters_validated() -> None:
         bls_power(t, y, p, d, coarse_drift=0.0)
     with pytest.raises(ValueError, match="method"):
         transit_search(t, y[0] + 1, periods=[2.0, 3.0], method="fast")
+
+
+def test_segmented_fold_close_to_exact_and_same_peak() -> None:
+    from components.detection.transits import _bls_exact, _bls_segmented
+
+    t, f = make_light_curve(
+        baseline=200.0, cadence=1 / 48, planets=((3.1234, 1.7, 0.12, 5e-4),), noise=3e-4, seed=4
+    )
+    durs = torch.tensor([0.08, 0.12, 0.16], dtype=torch.float64)
+    tt = torch.as_tensor(t)
+    periods = period_grid(tt, durations=durs.tolist(), min_period=2.5, max_period=4.0)
+    y = torch.as_tensor(f - f.mean())[None]
+    w = torch.full_like(y, 1 / 3e-4**2)
+    ex = _bls_exact(tt, y, w, durs, 3, "snr", 0.25, periods, 1 << 20, 1 << 20)
+    seg, done = _bls_segmented(tt, y, w, durs, 3, "snr", 0.25, periods, 1 << 20)
+    assert bool(done.all())  # short periods: segmenting pays everywhere
+    a, b = seg.power[0].numpy(), ex.power[0].numpy()
+    assert int(a.argmax()) == int(b.argmax())
+    # points at most half a bin off their exact phase bin: the peak loses little
+    assert 0.95 * b.max() < a.max() <= b.max() * 1.02
+    assert np.corrcoef(a, b)[0, 1] > 0.97
+    # three stars take the star-minor (embedding_bag) path: same values as one by one
+    y3 = torch.cat([y, 0.5 * y, -y])
+    seg3, _ = _bls_segmented(tt, y3, w.expand(3, -1), durs, 3, "snr", 0.25, periods, 1 << 20)
+    torch.testing.assert_close(seg3.power[0], seg.power[0], rtol=1e-6, atol=1e-6)
+
+
+def test_batched_auto_search_equals_one_by_one_for_many_stars() -> None:
+    t, f = make_light_curve(baseline=60.0, planets=((2.3, 0.4, 0.1, 2e-3),), noise=4e-4, seed=1)
+    rng = np.random.default_rng(3)
+    flux = np.stack([f, 1 + 4e-4 * rng.standard_normal(t.size), f[::-1].copy()])
+    kw = {"min_period": 1.0, "max_period": 6.0, "durations": [0.08, 0.12], "detrend": None}
+    both = transit_search(t, flux, **kw)
+    for i in (0, 2):
+        one = transit_search(t, flux[i], **kw)
+        assert abs(float(both.period[i]) - float(one.period)) < 1e-9
+    assert abs(float(both.period[0]) - 2.3) < 0.01
+
+
+def test_period_cap_limits_the_default_grid() -> None:
+    t = torch.linspace(0, 90, 4320, dtype=torch.float64)
+    g = period_grid(t, durations=[0.05, 0.1], min_period=0.5, period_cap=13.0)
+    assert abs(float(g[-1]) - 13.0) < 1e-9 and float(g[0]) == 0.5
+    g = period_grid(t, durations=[0.05, 0.1], min_period=0.5, period_cap=100.0)
+    assert abs(float(g[-1]) - 45.0) < 1e-9  # half the baseline when shorter
+    with pytest.raises(ValueError, match="period_cap"):
+        period_grid(t, durations=[0.05], period_cap=-1.0)
+
+
+def test_survey_learnwares_configure_survey_grids() -> None:
+    from components.detection.transits import survey_light_curves
+
+    decl = {d.name: d for d in TransitSearch.learnwares()}
+    kep, tess = decl["detection.transits.kepler"], decl["detection.transits.tess"]
+    assert kep.params["min_period"] == 0.5 and kep.params["period_cap"] == 100.0
+    assert tess.params["min_period"] == 0.5 and tess.params["period_cap"] == 13.0
+    hours = 24 * np.array(kep.params["durations"])
+    assert hours.min() == pytest.approx(1.0) and hours.max() == pytest.approx(10.0)
+    hours = 24 * np.array(tess.params["durations"])
+    assert hours.min() == pytest.approx(1.0) and hours.max() == pytest.approx(8.0)
+    assert "0.5 d to min(100 d, baseline/2)" in kep.spec.description
+    assert "0.5 d to min(13 d, baseline/2)" in tess.spec.description
+    # the reference data spans the configured range; the learnware finds its planets
+    periods = np.concatenate(
+        [survey_light_curves(s, survey="kepler", return_truth=True)["period"] for s in range(8)]
+    )
+    assert periods.min() < 1.0 and periods.max() > 20.0
+    ref = survey_light_curves(1, survey="tess", return_truth=True)
+    c = TransitSearch(**tess.params)(ref["time"], ref["flux"])
+    np.testing.assert_allclose(c.period.numpy(), ref["period"], rtol=2e-3)
+
+
+@pytest.mark.slow
+def test_kepler_learnware_recovers_its_reference_planets() -> None:
+    from components.detection.transits import survey_light_curves
+
+    kep = {d.name: d for d in TransitSearch.learnwares()}["detection.transits.kepler"]
+    for seed in (0, 1):
+        ref = survey_light_curves(seed, survey="kepler", return_truth=True)
+        c = TransitSearch(**kep.params)(ref["time"], ref["flux"])
+        np.testing.assert_allclose(c.period.numpy(), ref["period"], rtol=2e-3)
