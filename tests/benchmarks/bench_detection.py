@@ -59,7 +59,7 @@ def timed(fn, repeat: int = 1):
 
 def _spots_3d_child(which: str, path: str, threads: int, conn) -> None:
     """One 3-D spots case in a fresh process (``spawn``), so its peak memory is its own:
-    sends back (seconds, peak RSS above the loaded volume in MB, detections).  The peak is
+    sends back (wall s, CPU s, peak RSS above the loaded volume in MB, detections).  The peak is
     ``VmHWM`` of /proc/self/status (``ru_maxrss`` survives fork + exec on Linux)."""
 
     def status_mb(key: str) -> float:
@@ -70,7 +70,7 @@ def _spots_3d_child(which: str, path: str, threads: int, conn) -> None:
     torch.set_num_threads(threads)
     vol = np.load(path)
     base = status_mb("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if which == "ours":
         found = detect_spots(torch.as_tensor(vol), sigma=1.5, anisotropy=2.0).positions.numpy()
     else:
@@ -84,12 +84,12 @@ def _spots_3d_child(which: str, path: str, threads: int, conn) -> None:
             num_sigma=1,
             threshold=float(which.split(":")[1]),
         )[:, :3]
-    dt = time.perf_counter() - t0
-    conn.send((dt, status_mb("VmHWM") - base, found))
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    conn.send((dt, dc, status_mb("VmHWM") - base, found))
     conn.close()
 
 
-def _run_3d_child(which: str, path: str, threads: int) -> tuple[float, float, np.ndarray]:
+def _run_3d_child(which: str, path: str, threads: int) -> tuple[float, float, float, np.ndarray]:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -201,18 +201,21 @@ def bench_spots(quick: bool) -> dict:
             np.save(path, volb)
             del volb
             threads = torch.get_num_threads()
-            tb, mb, fb = _run_3d_child("ours", path, threads)
-            tpb, mpb, fpb = _run_3d_child(f"blob_log:{best3}", path, threads)
+            tb, cb, mb, fb = _run_3d_child("ours", path, threads)
+            tpb, cpb, mpb, fpb = _run_3d_child(f"blob_log:{best3}", path, threads)
         res.update(
             {
                 "size_3d_large": list(big),
                 "ours_3d_large_s": tb,
+                "ours_3d_large_cpu_s": cb,
                 "ours_3d_large_peak_extra_mb": mb,
                 "f1_ours_3d_large": f1_points(fb, posb, 2.0),
                 "blob_log_1sigma_3d_large_s": tpb,
+                "blob_log_1sigma_3d_large_cpu_s": cpb,
                 "blob_log_3d_large_peak_extra_mb": mpb,
                 "f1_blob_log_3d_large": f1_points(fpb, posb, 2.0),
                 "speedup_3d_large": tpb / tb,
+                "speedup_3d_large_cpu_time": cpb / cb,
             }
         )
     return res
