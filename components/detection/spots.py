@@ -12,8 +12,10 @@ table so that a pipeline can tune the detector by gradient descent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -555,24 +557,42 @@ def _sample_positions(n_before: int, n_here: int, step: int) -> slice:
     return slice((-n_before) % step, n_here, step)
 
 
-def _map_tiles(fn: Any, items: list[Any], *, parallel: bool) -> list[Any]:
-    """``[fn(i) for i in items]``, on ``torch.get_num_threads()`` worker threads with
-    single-threaded torch ops inside (coarse-grained parallelism: tile operations are
-    too small for intra-op threads, whose barriers stall on a busy machine).  The
-    torch thread count is restored afterwards."""
-    n = torch.get_num_threads()
-    if not parallel or n < 2 or len(items) < 2:
+class _TileThreads:
+    """Context for the tiled path: torch ops single-threaded (intra-op threads on
+    cache-sized tile ops mostly wait at their barriers, and stall badly when the machine
+    is busy), parallelism instead over tiles on ``workers`` threads: at most
+    ``torch.get_num_threads()``, and no more than the cores the 1-minute load average
+    leaves idle (plus this thread), so an oversubscribed machine runs one tile at a time.
+    The torch thread count is restored on exit."""
+
+    def __enter__(self) -> int:
+        self.n = torch.get_num_threads()
+        idle = float(self.n)
+        try:
+            idle = (os.cpu_count() or 1) - os.getloadavg()[0] + 1.0
+        except (AttributeError, OSError):  # no load average on this platform
+            pass
+        self.workers = max(1, min(self.n, round(idle)))
+        if self.n > 1:
+            torch.set_num_threads(1)
+        return self.workers
+
+    def __exit__(self, *exc: object) -> None:
+        if self.n > 1:
+            torch.set_num_threads(self.n)
+
+
+def _map_tiles(fn: Any, items: list[Any], workers: int) -> list[Any]:
+    """``[fn(i) for i in items]``, on ``workers`` threads (each with single-threaded
+    torch ops) when more than one."""
+    if workers < 2 or len(items) < 2:
         return [fn(i) for i in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(
-            max_workers=min(n, len(items)), initializer=torch.set_num_threads, initargs=(1,)
-        ) as ex:
-            return list(ex.map(fn, items))
-    finally:
-        torch.set_num_threads(n)
+    with ThreadPoolExecutor(
+        max_workers=min(workers, len(items)), initializer=torch.set_num_threads, initargs=(1,)
+    ) as ex:
+        return list(ex.map(fn, items))
 
 
 def _scale_space_score(
@@ -583,6 +603,7 @@ def _scale_space_score(
     thr: Tensor,
     temp: Tensor,
     max_samples: int = 1 << 16,
+    workers: int = 1,
 ) -> tuple[Tensor, Tensor | None, Tensor, _ScaleSpace, Tensor, Tensor]:
     """Score map (SNR at the best scale), best-scale index, amplitude noise per scale,
     the scale space (kernels, gains), probability map and the pixels above threshold, tile by tile along the first axis.
@@ -680,7 +701,7 @@ def _scale_space_score(
         per_tile = valid.reshape(n0, -1).sum(1).reshape(-1)
         counts = torch.stack([per_tile[r0 : r0 + rows].sum() for r0 in starts])
         n_before = torch.cumsum(counts, 0) - counts
-    results = _map_tiles(run_tile, starts, parallel=not grad)
+    results = _map_tiles(run_tile, starts, 1 if grad else workers)
     for k in range(n_s):
         samples[k] = [r[0][k] for r in results]
     if grad:
@@ -717,7 +738,7 @@ def _scale_space_score(
         torch.sub(sc, t, out=flat_p[c0 : c0 + chunk]).div_(tt).sigmoid_()
         return (sc > t).nonzero()[:, 0] + c0
 
-    hits = _map_tiles(run_chunk, list(range(0, flat_s.numel(), chunk)), parallel=True)
+    hits = _map_tiles(run_chunk, list(range(0, flat_s.numel(), chunk)), workers)
     flat_idx = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.long, device=img.device)
     above = torch.stack(torch.unravel_index(flat_idx, img.shape), dim=1)
     return score, best, noise, space, probability, above
@@ -1011,77 +1032,85 @@ def detect_spots(
         valid = finite
         fill = img[finite].median()
         img = torch.where(finite, img, fill)
-    thr = threshold if isinstance(threshold, Tensor) else torch.as_tensor(float(threshold))
-    thr = thr.to(img)
-    temp = temperature if isinstance(temperature, Tensor) else torch.as_tensor(float(temperature))
-    temp = temp.to(img)
-    above = None
-    space = None
+    workers = 1
+    stack = contextlib.ExitStack()
     if template == "log" and method in ("auto", "tiled"):
-        # default path: discrete LoG scale space, every scale in one tiled pass
-        score, scale_of, noise_amp, space, probability, above = _scale_space_score(
-            img, scales, anisotropy, valid, thr, temp
+        if not (torch.is_grad_enabled() and img.requires_grad):
+            workers = stack.enter_context(_TileThreads())
+    with stack:
+        thr = threshold if isinstance(threshold, Tensor) else torch.as_tensor(float(threshold))
+        thr = thr.to(img)
+        temp = (
+            temperature if isinstance(temperature, Tensor) else torch.as_tensor(float(temperature))
         )
-        amp_of = noise_amp
-    else:
-        resp, gain = spot_filter(
-            img, sigma=scales, template=template, anisotropy=anisotropy, psf=psf, method=method
-        )
-        noise = _robust_sigma(resp, valid)
-        snr_all = resp / noise.reshape(-1, *([1] * img.ndim))
-        if snr_all.shape[0] == 1:
-            score = snr_all[0]
-            scale_of = None
+        temp = temp.to(img)
+        above = None
+        space = None
+        if template == "log" and method in ("auto", "tiled"):
+            # default path: discrete LoG scale space, every scale in one tiled pass
+            score, scale_of, noise_amp, space, probability, above = _scale_space_score(
+                img, scales, anisotropy, valid, thr, temp, workers=workers
+            )
+            amp_of = noise_amp
         else:
-            # scale selection on the amplitude estimate (scale-normalised response), not on
-            # the SNR, which favours wider templates (they average more noise)
-            amp_all = resp / gain.reshape(-1, *([1] * img.ndim))
-            scale_of = amp_all.detach().argmax(dim=0)
-            score = snr_all.gather(0, scale_of[None])[0]
-        amp_of = noise / gain
-        if valid is not None:
-            score = torch.where(valid, score, torch.zeros_like(score))
-        probability = torch.sigmoid((score - thr) / temp)
+            resp, gain = spot_filter(
+                img, sigma=scales, template=template, anisotropy=anisotropy, psf=psf, method=method
+            )
+            noise = _robust_sigma(resp, valid)
+            snr_all = resp / noise.reshape(-1, *([1] * img.ndim))
+            if snr_all.shape[0] == 1:
+                score = snr_all[0]
+                scale_of = None
+            else:
+                # scale selection on the amplitude estimate (scale-normalised response), not on
+                # the SNR, which favours wider templates (they average more noise)
+                amp_all = resp / gain.reshape(-1, *([1] * img.ndim))
+                scale_of = amp_all.detach().argmax(dim=0)
+                score = snr_all.gather(0, scale_of[None])[0]
+            amp_of = noise / gain
+            if valid is not None:
+                score = torch.where(valid, score, torch.zeros_like(score))
+            probability = torch.sigmoid((score - thr) / temp)
 
-    radius = int(min_distance) if min_distance is not None else max(1, round(max(scales)))
-    with torch.no_grad():
-        sd = score.detach()
-        if above is None:
-            above = (sd > thr.detach()).nonzero()
-        idx = _candidate_maxima(sd, above, radius)
-        if exclude_border > 0 and idx.shape[0]:
-            hi = torch.tensor(img.shape, device=idx.device) - exclude_border
-            idx = idx[((idx >= exclude_border) & (idx < hi)).all(1)]
-        if idx.shape[0] > 1:
-            # plateaus: keep one index per flat maximum (the first in raster order)
-            vals = score.detach()[tuple(idx.T)]
-            order = torch.argsort(vals, descending=True, stable=True)
-            idx = idx[order]
-            if max_spots is not None:
+        radius = int(min_distance) if min_distance is not None else max(1, round(max(scales)))
+        with torch.no_grad():
+            sd = score.detach()
+            if above is None:
+                above = (sd > thr.detach()).nonzero()
+            idx = _candidate_maxima(sd, above, radius)
+            if exclude_border > 0 and idx.shape[0]:
+                hi = torch.tensor(img.shape, device=idx.device) - exclude_border
+                idx = idx[((idx >= exclude_border) & (idx < hi)).all(1)]
+            if idx.shape[0] > 1:
+                # plateaus: keep one index per flat maximum (the first in raster order)
+                vals = score.detach()[tuple(idx.T)]
+                order = torch.argsort(vals, descending=True, stable=True)
+                idx = idx[order]
+                if max_spots is not None:
+                    idx = idx[: int(max_spots)]
+                idx = _dedupe_plateaus(idx, radius)
+            elif max_spots is not None:
                 idx = idx[: int(max_spots)]
-            idx = _dedupe_plateaus(idx, radius)
-        elif max_spots is not None:
-            idx = idx[: int(max_spots)]
-    if scale_of is None:
-        s_idx = torch.zeros(idx.shape[0], dtype=torch.long, device=img.device)
-    else:
-        s_idx = scale_of[tuple(idx.T)].long()
-    if space is not None:
-        positions = _refine_at_scale(img, idx, s_idx, space)
-    else:
-        positions = _subpixel(score, idx)
-    snr = score[tuple(idx.T)]
-    # amplitude = SNR x (noise of the amplitude map of the spot's scale)
-    amplitude = snr * amp_of[s_idx]
-    scale = img.new_tensor(scales)[s_idx]
-    return SpotTable(
-        positions=positions,
-        scale=scale,
-        amplitude=amplitude,
-        snr=snr,
-        score=score,
-        probability=probability,
-    )
+        if scale_of is None:
+            s_idx = torch.zeros(idx.shape[0], dtype=torch.long, device=img.device)
+        else:
+            s_idx = scale_of[tuple(idx.T)].long()
+        if space is not None:
+            positions = _refine_at_scale(img, idx, s_idx, space)
+        else:
+            positions = _subpixel(score, idx)
+        snr = score[tuple(idx.T)]
+        # amplitude = SNR x (noise of the amplitude map of the spot's scale)
+        amplitude = snr * amp_of[s_idx]
+        scale = img.new_tensor(scales)[s_idx]
+        return SpotTable(
+            positions=positions,
+            scale=scale,
+            amplitude=amplitude,
+            snr=snr,
+            score=score,
+            probability=probability,
+        )
 
 
 def _dedupe_plateaus(idx: Tensor, radius: int) -> Tensor:
