@@ -1094,8 +1094,20 @@ def run_batch(
     if isinstance(input, str | os.PathLike):
         input = open_dataset(input)
     if isinstance(input, Dataset) and input.format == "lightcurve-zarr":
-        for name, value in (("halo", halo), ("chunks", chunks), ("array", array), ("dtype", dtype)):
-            if value not in (None, 0):
+        zero_halo = halo is None or (
+            all(int(v) == 0 for v in halo.values())
+            if isinstance(halo, Mapping)
+            else int(halo) == 0
+            if isinstance(halo, int | np.integer)
+            else all(int(v) == 0 for v in halo)
+        )
+        for name, value in (
+            ("halo", None if zero_halo else halo),
+            ("chunks", chunks),
+            ("array", array),
+            ("dtype", dtype),
+        ):
+            if value is not None:
                 raise ValueError(
                     f"{name}: a ragged light-curve archive is processed one whole target at a "
                     f"time ({name} does not apply); got {value!r}"

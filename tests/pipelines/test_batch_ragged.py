@@ -152,7 +152,9 @@ def test_ragged_errors(archive, tmp_path):
             scheduler="synchronous",
             progress=False,
         )
-    run_batch(lambda t, f: f[:3], path, tmp_path / "f", targets_per_task=12, progress=False)
+    run_batch(  # a zero halo (e.g. a pipeline's footprint 0) is fine
+        lambda t, f: f[:3], path, tmp_path / "f", halo=(0,), targets_per_task=12, progress=False
+    )
     with pytest.raises(ValueError, match="different job"):
         run_batch(lambda t, f: f[:4], path, tmp_path / "f", targets_per_task=8, progress=False)
 
