@@ -9,7 +9,9 @@ the feedback family.  Large volumes go through a memory-bounded tiled path.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -280,19 +282,22 @@ class _Blur:
     times faster than ``torch.fft`` on CPU for these sizes; the arithmetic is identical.
     """
 
+    @staticmethod
+    def grid(psf_shape: Sequence[int], shape: Sequence[int], padding: str) -> tuple[int, ...]:
+        """The FFT grid: the image grid (periodic) or the smallest exact fast size."""
+        if padding == "periodic":
+            return tuple(shape)
+        # circular convolution on N points equals the cropped linear one as soon as
+        # N >= n + max(c, k - 1 - c) (c = (k - 1) // 2, the PSF centre): wrapped
+        # terms then land outside the kept window; about 25 % fewer points than n+k-1
+        return tuple(
+            _fast_len(n + max((k - 1) // 2, k - 1 - (k - 1) // 2)) for n, k in zip(shape, psf_shape)
+        )
+
     def __init__(self, psf: torch.Tensor, shape: Sequence[int], padding: str) -> None:
         self.nd = psf.ndim
         self.shape = tuple(shape)
-        if padding == "periodic":
-            self.fft_shape = self.shape
-        else:
-            # circular convolution on N points equals the cropped linear one as soon as
-            # N >= n + max(c, k - 1 - c) (c = (k - 1) // 2, the PSF centre): wrapped
-            # terms then land outside the kept window; about 25 % fewer points than n+k-1
-            self.fft_shape = tuple(
-                _fast_len(n + max((k - 1) // 2, k - 1 - (k - 1) // 2))
-                for n, k in zip(self.shape, psf.shape)
-            )
+        self.fft_shape = self.grid(psf.shape, self.shape, padding)
         self.dims = tuple(range(-self.nd, 0))
         self.fast = psf.device.type == "cpu" and not (torch.is_grad_enabled() and psf.requires_grad)
         self.otf = _otf(psf, self.fft_shape)
@@ -337,6 +342,232 @@ class _Blur:
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self._apply(y, self.otf_conj, getattr(self, "np_otf_conj", None))
+
+
+def _separable_factors(psf: torch.Tensor) -> list[torch.Tensor] | None:
+    """1-D factors ``g_i`` with ``psf == g_0 x g_1 (x g_2)`` (outer product), or None.
+
+    The factors are the PSF's marginals (each sums to the PSF's sum, 1); the PSF is
+    accepted as separable when the outer product reproduces it to a few ulps of its
+    dtype (Gaussian PSFs built per axis, as :func:`gaussian_psf` does, are)."""
+    p = psf.detach()
+    nd = p.ndim
+    factors = [p.sum(dim=tuple(j for j in range(nd) if j != i)) for i in range(nd)]
+    outer = factors[0]
+    for f in factors[1:]:
+        outer = outer[..., None] * f
+    tol = 16 * torch.finfo(p.dtype).eps * float(p.abs().max())
+    if float((outer - p).abs().max()) > tol:
+        return None
+    return factors
+
+
+class _SepBlur:
+    """The operator of :class:`_Blur` by separable 1-D convolutions in real space.
+
+    For a separable PSF ``g_0 x g_1 x g_2`` (axis-aligned Gaussians are) ``H`` is three
+    1-D 'same' convolutions: ``sum_i k_i`` multiply-adds per voxel instead of an
+    rfftn/irfftn pair on a padded grid.  Each tap is one in-place ``add_(alpha=w)`` on
+    shifted views of one plane block of at most ``_GRAIN`` elements (so that torch runs
+    it inline, cache-resident, without opening a parallel region per tap, which costs
+    far more than the tap under load); the blocks are spread over a small thread pool
+    (torch releases the GIL inside each op).  The x and y passes run plane by plane,
+    the z pass output plane by output plane, with the Richardson-Lucy ratio and
+    product applied to each finished block while it is hot.  The op lists (views,
+    weights) are built once per buffer pair and reused every iteration.
+    Gradient-free: chosen only when autograd is off.
+    """
+
+    def __init__(self, factors: Sequence[torch.Tensor], shape: Sequence[int], padding: str):
+        self.nd = len(factors)
+        self.shape = tuple(int(n) for n in shape)
+        self.periodic = padding == "periodic"
+        self.w = [[float(v) for v in f] for f in factors]
+        self.c = [(len(f) - 1) // 2 for f in factors]
+        self.pool: Any = None
+        self.threads = 1
+        self._plans: dict[Any, Any] = {}
+
+    def _taps(self, ax: int, adjoint: bool) -> list[tuple[int, float]]:
+        """(shift, weight) with ``out[i] += weight * in[i + shift]`` along spatial axis ``ax``."""
+        c = self.c[ax]
+        return [((j - c) if adjoint else (c - j), w) for j, w in enumerate(self.w[ax]) if w != 0]
+
+    def _pass_ops(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        dim: int,
+        taps: list[tuple[int, float]],
+        rng: tuple[int, int] | None = None,
+    ) -> list[Any]:
+        """Ops adding the 1-D convolution of ``a`` along ``dim`` into ``b`` (outputs
+        ``rng`` of that axis only, default all; ``b`` is indexed from ``rng[0]``)."""
+        n = a.shape[dim]
+        o0, o1 = (0, n) if rng is None else rng
+        ops: list[Any] = []
+        for s, w in taps:
+            for out0, in0, length in _segments(o0, o1, s, n, self.periodic):
+                ops.append(
+                    functools.partial(
+                        b.narrow(dim, out0 - o0, length).add_, a.narrow(dim, in0, length), alpha=w
+                    )
+                )
+        return ops
+
+    def _plan(
+        self, x: torch.Tensor, out: torch.Tensor, adjoint: bool, start: float, post: Any
+    ) -> list[list[list[Any]]]:
+        """Stages of per-thread op lists computing ``out = H x + start`` (+ ``post``)."""
+        sp = self.shape
+        Y, X = sp[-2:]
+        xs = x.reshape(-1, Y, X)  # 2-D planes
+        os_ = out.reshape(-1, Y, X)
+        nt = self.threads
+        rows = max(1, _grain() // X)
+        tx, ty = self._taps(self.nd - 1, adjoint), self._taps(self.nd - 2, adjoint)
+        tmp = [x.new_empty(Y, X) for _ in range(nt)]
+        if self.nd == 3:
+            mid = torch.empty_like(xs)
+            dst, dst_start = mid, 0.0
+        else:
+            dst, dst_start = os_, start
+        st1: list[list[Any]] = [[] for _ in range(nt)]
+        for q in range(xs.shape[0]):
+            ops = st1[q % nt]
+            t = tmp[q % nt]
+            for r0 in range(0, Y, rows):
+                tr, ar = t[r0 : r0 + rows], xs[q, r0 : r0 + rows]
+                ops.append(tr.zero_)
+                ops += self._pass_ops(ar, tr, 1, tx)
+            for r0 in range(0, Y, rows):
+                r1 = min(Y, r0 + rows)
+                dr = dst[q, r0:r1]
+                ops.append(functools.partial(dr.fill_, dst_start))
+                ops += self._pass_ops(t, dr, 0, ty, (r0, r1))
+            if self.nd == 2 and post is not None:
+                for r0 in range(0, Y, rows):
+                    ops.append(
+                        functools.partial(post, (q, slice(r0, r0 + rows)), os_[q, r0 : r0 + rows])
+                    )
+        if self.nd == 2:
+            return [st1]
+        nz = sp[0]
+        mz = mid.reshape(-1, nz, Y, X)
+        oz = os_.reshape(-1, nz, Y, X)
+        tz = self._taps(0, adjoint)
+        st2: list[list[Any]] = [[] for _ in range(nt)]
+        for b in range(mz.shape[0]):
+            for z in range(nz):
+                ops = st2[(b * nz + z) % nt]
+                for r0 in range(0, Y, rows):
+                    o = oz[b, z, r0 : r0 + rows]
+                    ops.append(functools.partial(o.fill_, start))
+                    for s, w in tz:
+                        for _, zi, _ in _segments(z, z + 1, s, nz, self.periodic):
+                            ops.append(
+                                functools.partial(o.add_, mz[b, zi, r0 : r0 + rows], alpha=w)
+                            )
+                    if post is not None:
+                        ops.append(functools.partial(post, (b * nz + z, slice(r0, r0 + rows)), o))
+        return [st1, st2]
+
+    def _run(self, stages: list[list[list[Any]]]) -> None:
+        for stage in stages:
+            if self.pool is None or len(stage) == 1:
+                for ops in stage:
+                    for op in ops:
+                        op()
+            else:
+                list(self.pool.map(_run_ops, stage))
+
+    def apply(
+        self,
+        x: torch.Tensor,
+        *,
+        adjoint: bool = False,
+        start: float = 0.0,
+        post: Any = None,
+        out: torch.Tensor | None = None,
+        key: Any = None,
+    ) -> torch.Tensor:
+        """``H x`` (or ``H^T x``) + ``start``.  ``post(index, block)`` is called on each
+        finished block of the output (``index`` = (plane, rows) of the ``(-1, y, x)``
+        view) and may modify it in place.  ``key`` caches the op lists (fixed buffers)."""
+        x = x.contiguous()
+        out = torch.empty_like(x) if out is None else out
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None:
+            plan = self._plan(x, out, adjoint, start, post)
+            if key is not None:
+                self._plans[key] = plan
+        self._run(plan)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.apply(y, adjoint=True)
+
+    def rl_iteration(
+        self, x: torch.Tensor, y: torch.Tensor, ratio: torch.Tensor, eps: float
+    ) -> None:
+        """One plain RL step in place: ``x *= H^T(y / (H x + eps))`` (``ratio``: a buffer).
+
+        ``x``, ``y`` and ``ratio`` must be the same contiguous tensors at every call."""
+        Y, X = self.shape[-2:]
+        xp, yp, rp = x.view(-1, Y, X), y.view(-1, Y, X), ratio.view(-1, Y, X)
+
+        def divide(i: tuple[Any, ...], o: torch.Tensor) -> None:
+            torch.div(yp[i], o, out=o)
+
+        def update(i: tuple[Any, ...], o: torch.Tensor) -> None:
+            xp[i].mul_(o)
+
+        if "corr" not in self._plans:
+            self._plans["corr"] = torch.empty_like(x)
+        corr = self._plans["corr"]
+        self.apply(x, start=eps, post=divide, out=ratio, key="rl-forward")
+        self.apply(rp, adjoint=True, post=update, out=corr, key="rl-adjoint")
+
+    def seconds(self, batch: int) -> float:
+        """Rough CPU cost of one application (calibrated on a 2-core x86-64)."""
+        n = batch * math.prod(self.shape)
+        taps = sum(len(w) for w in self.w)
+        Y, X = self.shape[-2:]
+        blocks = (n // (Y * X)) * -(-Y // max(1, _grain() // X))
+        ops = blocks * (len(self.w[-1]) + len(self.w[-2]) + (len(self.w[0]) if self.nd == 3 else 0))
+        return 2.4e-10 * n * taps + 3e-6 * ops
+
+
+def _run_ops(ops: list[Any]) -> None:
+    for op in ops:
+        op()
+
+
+def _segments(o0: int, o1: int, s: int, n: int, periodic: bool) -> list[tuple[int, int, int]]:
+    """``(out_start, in_start, length)`` runs with ``out[i] <- in[i + s]`` for ``i`` in
+    ``[o0, o1)`` on an axis of length ``n`` (zero outside, or wrapped when periodic)."""
+    if periodic:
+        j0 = (o0 + s) % n
+        size = o1 - o0
+        first = min(size, n - j0)
+        return [(o0, j0, first)] + ([(o0 + first, 0, size - first)] if size > first else [])
+    lo, hi = max(o0, -s), min(o1, n - s)
+    return [(lo, lo + s, hi - lo)] if hi > lo else []
+
+
+def _grain() -> int:
+    """Elements per op: torch runs an element-wise op inline (no parallel region) up to
+    32768 elements; single-threaded, larger blocks mean fewer dispatches."""
+    return 32768 if torch.get_num_threads() > 1 else 131072
+
+
+def _fft_seconds(fft_shape: Sequence[int], batch: int) -> float:
+    """Rough CPU cost of one rfftn/irfftn pair with the OTF product (same calibration)."""
+    n = batch * math.prod(fft_shape)
+    return 8e-10 * n * math.log2(max(n, 2)) + 2e-5
 
 
 def _validate_psf(psf: Any, image: torch.Tensor) -> torch.Tensor:
@@ -433,6 +664,7 @@ def richardson_lucy(
     eps: float = 1e-12,
     mask: torch.Tensor | None = None,
     accelerate: bool = False,
+    method: str = "auto",
 ) -> torch.Tensor:
     """Richardson-Lucy deconvolution (optionally with total-variation regularisation).
 
@@ -462,6 +694,15 @@ def richardson_lucy(
     accelerate : bool
         Biggs-Andrews vector extrapolation (Biggs and Andrews 1997): the same fixed point
         in several times fewer iterations.
+    method : {"auto", "fft", "separable"}
+        How ``H`` is applied.  ``"fft"``: rfftn with the cached OTF.  ``"separable"``:
+        1-D real-space convolutions along each axis, for a separable PSF (an outer
+        product of 1-D profiles, e.g. any axis-aligned Gaussian), gradient-free only.
+        ``"auto"`` (default) takes the separable path when the PSF is separable,
+        autograd is off, the data are on the CPU and its estimated cost is lower (short
+        PSFs: e.g. 2.5x cheaper than the FFT pair for a 17 x 13 x 13 PSF on a
+        64 x 256 x 256 stack).  Both compute the same linear convolution; results agree
+        to float rounding (~1e-6 relative in float32).
 
     Returns
     -------
@@ -472,7 +713,8 @@ def richardson_lucy(
     ------
     ValueError
         If the image is empty or negative, the PSF is larger than the image, negative or
-        not normalised, or an option is out of range.
+        not normalised, an option is out of range, or ``method="separable"`` is asked
+        for a PSF that is not separable or with autograd on.
 
     Notes
     -----
@@ -499,6 +741,7 @@ def richardson_lucy(
     True
     """
     check_in(padding, "padding", _PADDINGS)
+    check_in(method, "method", ("auto", "fft", "separable"))
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 0:
         raise ValueError(f"iterations: expected a non-negative integer, got {iterations!r}")
     check_positive(tv, "tv", strict=False)
@@ -521,10 +764,29 @@ def richardson_lucy(
     if padding == "reflect":
         y = _reflect_pad(img, h)
         mm = _reflect_pad(m, h) if m is not None else None
-        op = _Blur(p, y.shape[-nd:], "zero")
     else:
         y, mm = img, m
-        op = _Blur(p, y.shape[-nd:], padding)
+    grid_padding = "zero" if padding == "reflect" else padding
+    no_grad = not (torch.is_grad_enabled() and (img.requires_grad or p.requires_grad))
+    op: _Blur | _SepBlur | None = None
+    if method != "fft":
+        factors = _separable_factors(p)
+        if method == "separable" and (factors is None or not no_grad):
+            raise ValueError(
+                "method: 'separable' needs a separable PSF (an outer product of 1-D "
+                "profiles) and autograd off, got "
+                + ("a non-separable PSF" if factors is None else "inputs that require grad")
+            )
+        if factors is not None and no_grad:
+            sep = _SepBlur(factors, y.shape[-nd:], grid_padding)
+            batch = max(1, y.numel() // max(1, math.prod(y.shape[-nd:])))
+            fft_shape = _Blur.grid(p.shape, y.shape[-nd:], grid_padding)
+            if method == "separable" or (
+                y.device.type == "cpu" and sep.seconds(batch) < _fft_seconds(fft_shape, batch)
+            ):
+                op = sep
+    if op is None:
+        op = _Blur(p, y.shape[-nd:], grid_padding)
     start = float(img.detach().mean()) if init is None else float(init)
     x = torch.full_like(y, start) if start > 0 else torch.full_like(y, 0.5)
     if mm is not None:
@@ -532,7 +794,20 @@ def richardson_lucy(
         y = y * mf
         sens = op.adjoint(mf).clamp_min(1e-6)
     plain = tv == 0 and not accelerate and mm is None
-    if plain and op.fast and not (torch.is_grad_enabled() and img.requires_grad):
+    if plain and isinstance(op, _SepBlur):
+        y = y.detach().contiguous()
+        x = x.contiguous()
+        ratio = torch.empty_like(x)
+        threads = max(1, torch.get_num_threads()) if y.device.type == "cpu" else 1
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            op.pool, op.threads = (pool if threads > 1 else None), threads
+            for _ in range(iterations):
+                op.rl_iteration(x, y, ratio, eps)
+            op.pool = None
+        if padding == "reflect":
+            x = x[_idx(*[slice(a, a + n) for a, n in zip(h, img.shape[-nd:])])]
+        return x
+    if plain and isinstance(op, _Blur) and op.fast and no_grad:
         # gradient-free CPU path: the same update on NumPy arrays, in place
         yn = y.detach().numpy()
         xn = x.numpy().copy()
@@ -755,6 +1030,7 @@ def refine_psf(
     padding: str = "reflect",
     seed: int = 0,
     wall_time: float | None = None,
+    tol: float = 1e-3,
 ) -> PSFRefinement:
     """Blind PSF refinement by gradient through unrolled RL iterations.
 
@@ -767,9 +1043,13 @@ def refine_psf(
     iterations : int
         Unrolled RL iterations per evaluation.
     steps : int
-        Adam steps on the PSF parameters.
+        Maximum optimisation steps on the PSF parameters (each: two unrolled RL runs
+        and their backward pass); stops earlier once every step size has shrunk below
+        ``tol``.
     lr : float
-        Adam learning rate (on log-widths for :class:`GaussianPSF`).
+        Initial step of each parameter (on log-widths for :class:`GaussianPSF`:
+        0.05 = 5 %); steps then grow by 1.2 while the gradient keeps its sign and
+        halve when it flips, within ``[tol / 4, 4 lr]``.
     holdout : float
         Fraction of pixels held out for the validation likelihood.
     padding : str
@@ -778,10 +1058,14 @@ def refine_psf(
         Seed of the pixel split.
     wall_time : float, optional
         Stop after this many seconds.
+    tol : float
+        Convergence: stop when every parameter's step is below ``tol`` (1e-3 on a
+        log-width = 0.1 %).
 
     Returns
     -------
     PSFRefinement
+        The model holds the parameters of the lowest held-out loss seen.
 
     Notes
     -----
@@ -792,6 +1076,19 @@ def refine_psf(
     a PSF that is too narrow cannot predict the held-out pixels from their neighbours
     and one that is too wide cannot fit them (cross-validation, Stone 1974).  Gradients
     flow through the unrolled iterations into the PSF parameters.
+
+    The held-out loss is strongly asymmetric in the width: flat on the narrow side
+    (gradient ~0.1-0.7 per unit log-width on beads) and steep on the wide side (5-7).
+    Adam normalises its steps by the running gradient magnitude, so from a too-wide
+    start the large early gradients carried it past the optimum and the small ones on
+    the narrow side barely moved it back (it stalled ~20 % too narrow).  The steps are
+    therefore taken by resilient backpropagation (Rprop; Riedmiller and Braun 1993):
+    each parameter moves by its own step in the direction of the negative gradient
+    sign, the step grows by 1.2 while the sign holds and halves when it flips, so the
+    iterate brackets and converges on the zero of the gradient whatever its scale on
+    either side.  The parameters of the lowest loss seen are kept.  More unrolled
+    iterations move the optimum of the held-out loss closer to the true width (on
+    beads of 2.0 px: ~1.65 px with 30 iterations, ~1.92 px with 200).
 
     Examples
     --------
@@ -812,10 +1109,12 @@ def refine_psf(
     params = [p for p in psf_model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("psf_model: expected a module with learnable parameters, got none")
+    check_positive(tol, "tol")
     gen = torch.Generator().manual_seed(seed)
     split = (torch.rand(img.shape, generator=gen) < holdout).to(img.device)
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Rprop(params, lr=lr, etas=(0.5, 1.2), step_sizes=(tol / 4, 4 * lr))
     losses: list[float] = []
+    best = (math.inf, [p.detach().clone() for p in params])
     y64 = img.to(torch.float64)
     for _ in range(steps):
         opt.zero_grad()
@@ -827,10 +1126,23 @@ def refine_psf(
             held = (~train).to(y64.dtype)
             loss = loss + ((pred - y64 * torch.log(pred)) * held).sum() / held.sum()
         loss.backward()
+        value = float(loss.detach())
+        losses.append(value)
+        if value < best[0]:
+            best = (value, [p.detach().clone() for p in params])
+        if not math.isfinite(value) or not all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
+        ):
+            break
         opt.step()
-        losses.append(float(loss.detach()))
+        step_sizes = [opt.state[p]["step_size"] for p in params if p in opt.state]
+        if len(losses) > 1 and step_sizes and all(float(v.max()) < tol for v in step_sizes):
+            break
         if wall_time is not None and _time.perf_counter() - t0 > wall_time:
             break
+    with torch.no_grad():
+        for p, v in zip(params, best[1]):
+            p.copy_(v)
     with torch.no_grad():
         psf = psf_model().to(img.dtype)
         est = richardson_lucy(
