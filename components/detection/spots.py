@@ -497,6 +497,12 @@ class _ScaleSpace:
         return lap
 
     def axis_kernels(self, i: int) -> tuple[list[Tensor], list[Tensor]]:
+        cache = self.__dict__.setdefault("_axis_cache", {})
+        if i not in cache:
+            cache[i] = self._axis_kernels(i)
+        return cache[i]
+
+    def _axis_kernels(self, i: int) -> tuple[list[Tensor], list[Tensor]]:
         """Per axis, the float64 smoothing kernel of scale ``i`` (padded by one zero on
         both sides) and its second difference: the response is
         ``sum_a -s_a^2 (D2_a along a, smoothing along the other axes)``."""
@@ -509,6 +515,71 @@ class _ScaleSpace:
             gs.append(k)
             ds.append(k.roll(1) - 2 * k + k.roll(-1))
         return gs, ds
+
+    def border_profiles(self, i: int, shape: list[int]) -> list[tuple[int, Tensor]]:
+        """Per axis ``(R, M)``: the composed kernel radius ``R`` and the (3, n) float64
+        inner products ``M = [gg, gd, dd]`` at every position of the reflect-padded
+        axis (``sum_j c_p(pos, j) c_q(pos, j)`` with ``c_p`` the kernel folded back by
+        the reflection); equal to the interior values farther than ``R`` from a border.
+        """
+        gs, ds = self.axis_kernels(i)
+        out = []
+        for a, n in enumerate(shape):
+            g, d = gs[a], ds[a]
+            r = g.numel() // 2
+            prof = torch.stack([(g * g).sum(), (g * d).sum(), (d * d).sum()])[:, None]
+            prof = prof.repeat(1, n)
+            edge = sorted(set(range(min(r, n))) | set(range(max(0, n - r), n)))
+            if edge:
+                pos = torch.tensor(edge)
+                src = _reflect_index(pos[:, None] + torch.arange(-r, r + 1)[None], n)
+                cg = torch.zeros(len(edge), n, dtype=torch.float64)
+                cd = torch.zeros(len(edge), n, dtype=torch.float64)
+                cg.scatter_add_(1, src, g.expand(len(edge), -1).contiguous())
+                cd.scatter_add_(1, src, d.expand(len(edge), -1).contiguous())
+                prof[:, pos] = torch.stack([(cg * cg).sum(1), (cg * cd).sum(1), (cd * cd).sum(1)])
+            out.append((r, prof))
+        return out
+
+    def border_ratio(
+        self, i: int, profiles: list[tuple[int, Tensor]], block: list[range]
+    ) -> Tensor:
+        """Noise std of scale ``i``'s response on ``block`` (one index range per axis)
+        relative to the interior, for white noise and reflect padding.
+
+        The response is a sum of ``ndim`` separable terms (term ``t``: second difference
+        along axis ``t``, smoothing along the others, weight ``s_t^2``), so its variance
+        is ``sum_{t,t'} w_t w_t' prod_a M_a^{(t,a),(t',a)}``, a sum of outer products of
+        the per-axis profiles of :meth:`border_profiles`.
+        """
+        ndim = self.ndim
+        w = [v**2 for v in self.sig[i]]
+
+        def variance(vals: list[Tensor]) -> Tensor:
+            tot: Tensor | None = None
+            for t in range(ndim):
+                for u in range(ndim):
+                    term = None
+                    for a in range(ndim):
+                        kind = (a == t) + (a == u)  # 0: gg, 1: gd, 2: dd
+                        v = vals[a][kind]
+                        shp = [1] * ndim
+                        shp[a] = v.numel()
+                        v = v.reshape(shp)
+                        term = v if term is None else term * v
+                    assert term is not None
+                    term = w[t] * w[u] * term
+                    tot = term if tot is None else tot + term
+            assert tot is not None
+            return tot
+
+        gs, ds = self.axis_kernels(i)
+        inside = [
+            torch.stack([(g * g).sum(), (g * d).sum(), (d * d).sum()])[:, None]
+            for g, d in zip(gs, ds)
+        ]
+        ratio = variance([p[:, list(b)] for (_, p), b in zip(profiles, block)]) / variance(inside)
+        return ratio.clamp_min(1e-12).sqrt()
 
     def _gain(self, i: int) -> float:
         return _spot_gain(self.effective_kernel(i), self.sig[i])
@@ -555,6 +626,43 @@ class _ScaleSpace:
 def _sample_positions(n_before: int, n_here: int, step: int) -> slice:
     """Positions in a tile whose global (flat) index is a multiple of ``step``."""
     return slice((-n_before) % step, n_here, step)
+
+
+def _border_correct(
+    amp: Tensor,
+    space: _ScaleSpace,
+    k: int,
+    profiles: list[tuple[int, Tensor]],
+    r0: int,
+    shape: list[int],
+    grad: bool,
+) -> Tensor:
+    """Divide the amplitude of scale ``k`` on tile rows ``r0 : r0 + amp.shape[0]`` by the
+    relative noise std of the reflect-padded response near the image border (where the
+    noise is correlated with its mirror image), on disjoint border blocks."""
+    ndim = len(shape)
+    rad = [r for r, _ in profiles]
+    interior = []
+    for a in range(ndim):
+        lo = min(rad[a], shape[a])
+        interior.append((lo, max(lo, shape[a] - rad[a])))
+    tile = [(r0, r0 + amp.shape[0])] + [(0, n) for n in shape[1:]]
+    fac = torch.ones_like(amp) if grad else None
+    for a in range(ndim):
+        for lo, hi in ((0, interior[a][0]), (interior[a][1], shape[a])):
+            rngs = []
+            for b in range(ndim):
+                lb, hb = interior[b] if b < a else ((lo, hi) if b == a else (0, shape[b]))
+                rngs.append((max(lb, tile[b][0]), min(hb, tile[b][1])))
+            if any(h <= low for low, h in rngs):
+                continue
+            ratio = space.border_ratio(k, profiles, [range(low, h) for low, h in rngs]).to(amp)
+            sl = tuple(slice(low - t0, h - t0) for (low, h), (t0, _) in zip(rngs, tile))
+            if fac is not None:
+                fac[sl] = ratio
+            else:
+                amp[sl].div_(ratio)
+    return amp / fac if fac is not None else amp
 
 
 class _TileThreads:
@@ -653,6 +761,9 @@ def _scale_space_score(
     )
     h0 = space.halo[0]
 
+    shape = list(img.shape)
+    profiles = [space.border_profiles(k, shape) for k in range(n_s)]
+
     def run_tile(r0: int) -> tuple[list[Tensor], Tensor | None]:
         r1 = min(n0, r0 + rows)
         nr = r1 - r0
@@ -673,6 +784,7 @@ def _scale_space_score(
         tb = None
         ti = None
         for k, amp in enumerate(space.amplitudes(tile, [nr, *rest], grad)):
+            amp = _border_correct(amp, space, k, profiles[k], r0, shape, grad)
             flat = amp.reshape(-1)
             sub = (flat[v] if v is not None else flat)[pick]
             out.append(sub if grad or v is not None else sub.clone())
