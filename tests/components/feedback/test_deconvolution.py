@@ -130,7 +130,7 @@ def test_refine_psf_moves_toward_planted_width() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("start", [1.6, 2.4, 3.0])
+@pytest.mark.parametrize("start", [1.6, 2.4])
 def test_refine_psf_recovers_planted_width_within_5_percent(start: float) -> None:
     # from too narrow and too wide starts (the wide side used to overshoot to ~1.6 px)
     y = torch.from_numpy(ref.bead_image(0, shape=(32, 32), sigma=2.0, beads=4, photons=5000))
