@@ -665,6 +665,27 @@ def _border_correct(
     return amp / fac if fac is not None else amp
 
 
+def _border_ratio_at(space: _ScaleSpace, idx: Tensor, s_idx: Tensor, shape: list[int]) -> Tensor:
+    """The border noise ratio of :func:`_border_correct` at single pixels (1 inside)."""
+    out = torch.ones(idx.shape[0], dtype=torch.float64)
+    if idx.shape[0] == 0:
+        return out
+    at = idx.cpu()
+    ks = s_idx.cpu()
+    profiles: dict[int, list[tuple[int, Tensor]]] = {}
+    for n in range(at.shape[0]):
+        k = int(ks[n])
+        if k not in profiles:
+            profiles[k] = space.border_profiles(k, shape)
+        rad = [r for r, _ in profiles[k]]
+        p = at[n].tolist()
+        if all(rad[a] <= p[a] < shape[a] - rad[a] for a in range(len(shape))):
+            continue
+        block = [range(v, v + 1) for v in p]
+        out[n] = space.border_ratio(k, profiles[k], block).reshape(())
+    return out
+
+
 class _TileThreads:
     """Context for the tiled path: torch ops single-threaded (intra-op threads on
     cache-sized tile ops mostly wait at their barriers, and stall badly when the machine
@@ -1212,8 +1233,13 @@ def detect_spots(
         else:
             positions = _subpixel(score, idx)
         snr = score[tuple(idx.T)]
-        # amplitude = SNR x (noise of the amplitude map of the spot's scale)
+        # amplitude = SNR x (noise of the amplitude map of the spot's scale), times the
+        # border noise ratio the tiled path divided the SNR by
         amplitude = snr * amp_of[s_idx]
+        if space is not None:
+            amplitude = amplitude * _border_ratio_at(space, idx, s_idx, list(img.shape)).to(
+                amplitude
+            )
         scale = img.new_tensor(scales)[s_idx]
         return SpotTable(
             positions=positions,
