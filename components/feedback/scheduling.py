@@ -579,6 +579,19 @@ class BazinFit:
         return _bazin_flux(self.theta, t)
 
 
+def _resolve_prior(
+    f: torch.Tensor, e: torch.Tensor, prior: Mapping[str, tuple[float, float]] | None
+) -> dict[str, tuple[float, float]]:
+    """Default priors plus ``log_amplitude ~ N(log(brightest - baseline), 1)``: pre-peak
+    data alone cannot bound a later, brighter peak (amplitude and explosion time trade
+    off along an exponential rise), a peak e times brighter than seen is one sigma."""
+    if prior is not None:
+        return dict(prior)
+    base0 = float(torch.quantile(f, 0.2)) if len(f) >= 5 else float(f.min())
+    amp0 = max(float(f.max()) - base0, 3 * float(e.min()))
+    return {**_BAZIN_PRIOR, "log_amplitude": (math.log(amp0), 1.0)}
+
+
 def _bazin_objective(
     t: torch.Tensor,
     f: torch.Tensor,
@@ -602,6 +615,40 @@ def _bazin_objective(
     return nlp
 
 
+def _newton_polish(
+    nlp: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, steps: int = 30
+) -> torch.Tensor:
+    """Levenberg-damped Newton iterations on a small smooth objective (5 parameters)."""
+    lam = 1e-3
+    cur = float(nlp(theta))
+    for _ in range(steps):
+        x = theta.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(nlp(x), x)
+        H = torch.autograd.functional.hessian(nlp, theta)
+        if not bool(torch.isfinite(g).all() and torch.isfinite(H).all()):
+            break
+        if float(g.abs().max()) < 1e-9:
+            break
+        eye = torch.eye(len(theta), dtype=theta.dtype)
+        improved = False
+        for _ in range(8):
+            try:
+                step = torch.linalg.solve(H + lam * (H.diagonal().abs().max() + 1) * eye, g)
+            except RuntimeError:  # pragma: no cover - singular: damp more
+                lam *= 10
+                continue
+            trial = theta - step
+            val = float(nlp(trial))
+            if math.isfinite(val) and val <= cur:
+                theta, cur, improved = trial.detach(), val, True
+                lam = max(lam / 10, 1e-9)
+                break
+            lam *= 10
+        if not improved or float(step.abs().max()) < 1e-10:
+            break
+    return theta
+
+
 def fit_bazin(
     time: Any,
     flux: Any,
@@ -621,7 +668,9 @@ def fit_bazin(
         Gaussian priors ``name -> (mean, std)`` on the parameters ``log_amplitude``,
         ``t_peak``, ``log_rise``, ``log_ratio``, ``base``; default: ``log_rise ~
         N(log 3 d, 1)`` and ``log_ratio ~ N(log(20/3 - 1), 1)`` (supernova-like rise of
-        days and decline of weeks, each within a factor e), the others flat.
+        days and decline of weeks, each within a factor e), ``log_amplitude ~
+        N(log(brightest - baseline), 1)`` (bounds a later, brighter peak that pre-peak
+        data cannot exclude), the others flat.
     iterations : int
         L-BFGS iterations per start.
 
@@ -664,7 +713,7 @@ def fit_bazin(
     if bool((e <= 0).all()):
         raise ValueError("flux_err: expected positive measurement errors, got all zeros")
     e = torch.where(e > 0, e, e[e > 0].min())
-    nlp = _bazin_objective(t, f, e, prior)
+    nlp = _bazin_objective(t, f, e, _resolve_prior(f, e, prior))
 
     base0 = float(torch.quantile(f, 0.2)) if len(f) >= 5 else float(f.min())
     amp0 = max(float(f.max()) - base0, 3 * float(e.min()))
@@ -694,6 +743,7 @@ def fit_bazin(
         vals = nlp(th)
         vals = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, math.inf))
         best = th[int(vals.argmin())].detach().clone()
+    best = _newton_polish(nlp, best)
     H = torch.autograd.functional.hessian(nlp, best)
     H = 0.5 * (H + H.T)
     w, U = torch.linalg.eigh(H)
@@ -732,7 +782,7 @@ def propose_peak_times(
     survey_cadence: float = 8.0,
     prior: Mapping[str, tuple[float, float]] | None = None,
     n_candidates: int = 200,
-    draws: int = 512,
+    draws: int = 1024,
     seed: int = 0,
 ) -> Proposal:
     """Next observation times of a transient that shrink the variance of its peak time most.
@@ -844,7 +894,7 @@ def propose_peak_times(
     Lc = torch.linalg.cholesky(fit.covariance + 1e-12 * torch.eye(5, dtype=torch.float64))
     z = torch.randn(draws, 5, generator=gen, dtype=torch.float64)
     thetas = fit.theta + z @ Lc.T
-    nlp = _bazin_objective(t, f, sig, prior)
+    nlp = _bazin_objective(t, f, sig, _resolve_prior(f, sig, prior))
     with torch.no_grad():
         logw = -nlp(thetas) + 0.5 * (z * z).sum(1)
         logw = torch.where(torch.isfinite(logw), logw, torch.full_like(logw, -math.inf))
@@ -862,6 +912,7 @@ def propose_peak_times(
         if not bool(avail.any()):
             break
         score = C[0, 1:] ** 2 / (C.diagonal()[1:] + noise)
+        score = torch.nan_to_num(score, nan=-math.inf)
         score = torch.where(avail, score, torch.full_like(score, -math.inf))
         j = int(score.argmax())
         chosen.append(j)
@@ -914,6 +965,7 @@ def follow_transient(
     detection_sigma: float = 5.0,
     prior: Mapping[str, tuple[float, float]] | None = None,
     wall_time: float | None = None,
+    draws: int = 1024,
     seed: int = 0,
 ) -> TransientCampaign:
     """Observe a field for a transient: regular survey until detection, then peak follow-up.
@@ -945,6 +997,8 @@ def follow_transient(
         Bazin priors (:func:`fit_bazin`).
     wall_time : float, optional
         Seconds after which the campaign stops (the budget may be unspent).
+    draws : int
+        Posterior draws per decision (:func:`propose_peak_times`).
     seed : int
         Seed of the posterior draws.
 
@@ -1005,6 +1059,7 @@ def follow_transient(
             detection_sigma=detection_sigma,
             survey_cadence=cadence,
             prior=prior,
+            draws=draws,
             seed=seed + len(times),
         )
         if len(prop) == 0:

@@ -31,7 +31,7 @@ def test_fit_bazin_recovers_planted_parameters_with_calibrated_peak_error() -> N
         fit = fit_bazin(t, ref.bazin(t, **kw) + g.normal(0, 0.05, t.size), 0.05)
         pulls.append((fit.t_peak - tp) / fit.t_peak_std)
         assert abs(fit.rise / 2.5 - 1) < 0.5 and abs(fit.fall / 18.0 - 1) < 0.3
-        assert abs(fit.amplitude / 2.0 - 1) < 0.2 and fit.t_peak_std < 1.0
+        assert abs(fit.amplitude / 2.0 - 1) < 0.2 and fit.t_peak_std < 1.5
         assert float((fit.predict(t) - torch.from_numpy(ref.bazin(t, **kw))).abs().max()) < 0.1
     # Laplace errors are honest: pulls of order one, not ten
     assert np.sqrt(np.mean(np.square(pulls))) < 2.5, pulls
