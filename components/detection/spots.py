@@ -628,45 +628,73 @@ def _sample_positions(n_before: int, n_here: int, step: int) -> slice:
     return slice((-n_before) % step, n_here, step)
 
 
-def _border_correct(
-    amp: Tensor,
-    space: _ScaleSpace,
-    k: int,
-    profiles: list[tuple[int, Tensor]],
-    r0: int,
-    shape: list[int],
-    grad: bool,
-) -> Tensor:
-    """Divide the amplitude of scale ``k`` on tile rows ``r0 : r0 + amp.shape[0]`` by the
-    relative noise std of the reflect-padded response near the image border (where the
-    noise is correlated with its mirror image), on disjoint border blocks."""
-    ndim = len(shape)
-    rad = [r for r, _ in profiles]
-    interior = []
-    for a in range(ndim):
-        lo = min(rad[a], shape[a])
-        interior.append((lo, max(lo, shape[a] - rad[a])))
-    tile = [(r0, r0 + amp.shape[0])] + [(0, n) for n in shape[1:]]
-    fac = torch.ones_like(amp) if grad else None
-    for a in range(ndim):
-        for lo, hi in ((0, interior[a][0]), (interior[a][1], shape[a])):
-            rngs = []
-            for b in range(ndim):
-                lb, hb = interior[b] if b < a else ((lo, hi) if b == a else (0, shape[b]))
-                rngs.append((max(lb, tile[b][0]), min(hb, tile[b][1])))
-            if any(h <= low for low, h in rngs):
-                continue
-            ratio = space.border_ratio(k, profiles, [range(low, h) for low, h in rngs]).to(amp)
-            sl = tuple(slice(low - t0, h - t0) for (low, h), (t0, _) in zip(rngs, tile))
-            if fac is not None:
-                fac[sl] = ratio
+class _BorderRatios:
+    """The relative noise std of scale ``k``'s reflect-padded response near the image
+    border (where the noise is correlated with its mirror image), precomputed on
+    disjoint border blocks: block ``a`` covers the two border bands of axis ``a`` over
+    the interior of the axes before it (where the ratio does not depend on them, so it
+    is stored with size 1 there) and all of the axes after it."""
+
+    def __init__(self, space: _ScaleSpace, k: int, shape: list[int], like: Tensor) -> None:
+        profiles = space.border_profiles(k, shape)
+        ndim = len(shape)
+        rad = [r for r, _ in profiles]
+        self.interior = []
+        for a in range(ndim):
+            lo = min(rad[a], shape[a])
+            self.interior.append((lo, max(lo, shape[a] - rad[a])))
+        self.shape = shape
+        self.blocks: list[tuple[int, int, int, Tensor]] = []
+        for a in range(ndim):
+            if any(self.interior[b][1] <= self.interior[b][0] for b in range(a)):
+                continue  # the bands of an earlier axis already cover everything
+            for lo, hi in ((0, self.interior[a][0]), (self.interior[a][1], shape[a])):
+                if hi <= lo:
+                    continue
+                block = [
+                    range(self.interior[b][0], self.interior[b][0] + 1)
+                    if b < a
+                    else (range(lo, hi) if b == a else range(shape[b]))
+                    for b in range(ndim)
+                ]
+                ratio = space.border_ratio(k, profiles, block).to(like)
+                self.blocks.append((a, lo, hi, ratio))
+
+    def apply(self, amp: Tensor, r0: int, grad: bool) -> Tensor:
+        """Divide ``amp`` (tile rows ``r0 : r0 + amp.shape[0]``) by the ratio."""
+        r1 = r0 + amp.shape[0]
+        fac = torch.ones_like(amp) if grad else None
+        for a, lo, hi, ratio in self.blocks:
+            sl: list[slice] = []
+            rsl: list[slice] = []
+            for b in range(len(self.shape)):
+                if b == 0:
+                    low, high = (lo, hi) if a == 0 else self.interior[0]
+                    low, high = max(low, r0), min(high, r1)
+                    sl.append(slice(low - r0, high - r0))
+                    rsl.append(slice(low - lo, high - lo) if a == 0 else slice(None))
+                    if high <= low:
+                        break
+                elif b < a:
+                    sl.append(slice(*self.interior[b]))
+                    rsl.append(slice(None))
+                elif b == a:
+                    sl.append(slice(lo, hi))
+                    rsl.append(slice(None))
+                else:
+                    sl.append(slice(None))
+                    rsl.append(slice(None))
             else:
-                amp[sl].div_(ratio)
-    return amp / fac if fac is not None else amp
+                r = ratio[tuple(rsl)]
+                if fac is not None:
+                    fac[tuple(sl)] = r
+                else:
+                    amp[tuple(sl)].div_(r)
+        return amp / fac if fac is not None else amp
 
 
 def _border_ratio_at(space: _ScaleSpace, idx: Tensor, s_idx: Tensor, shape: list[int]) -> Tensor:
-    """The border noise ratio of :func:`_border_correct` at single pixels (1 inside)."""
+    """The border noise ratio of :class:`_BorderRatios` at single pixels (1 inside)."""
     out = torch.ones(idx.shape[0], dtype=torch.float64)
     if idx.shape[0] == 0:
         return out
@@ -782,8 +810,7 @@ def _scale_space_score(
     )
     h0 = space.halo[0]
 
-    shape = list(img.shape)
-    profiles = [space.border_profiles(k, shape) for k in range(n_s)]
+    borders = [_BorderRatios(space, k, list(img.shape), img) for k in range(n_s)]
 
     def run_tile(r0: int) -> tuple[list[Tensor], Tensor | None]:
         r1 = min(n0, r0 + rows)
@@ -805,7 +832,7 @@ def _scale_space_score(
         tb = None
         ti = None
         for k, amp in enumerate(space.amplitudes(tile, [nr, *rest], grad)):
-            amp = _border_correct(amp, space, k, profiles[k], r0, shape, grad)
+            amp = borders[k].apply(amp, r0, grad)
             flat = amp.reshape(-1)
             sub = (flat[v] if v is not None else flat)[pick]
             out.append(sub if grad or v is not None else sub.clone())
