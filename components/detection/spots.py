@@ -529,15 +529,22 @@ class _ScaleSpace:
             r = g.numel() // 2
             prof = torch.stack([(g * g).sum(), (g * d).sum(), (d * d).sum()])[:, None]
             prof = prof.repeat(1, n)
-            edge = sorted(set(range(min(r, n))) | set(range(max(0, n - r), n)))
+            # symmetric kernels: the right border mirrors the left one when they are
+            # apart (then only the first 2r + 1 samples can be reached from the left)
+            mirror = n > 2 * r + 1
+            edge = list(range(r)) if mirror else list(range(n))
             if edge:
+                width = 2 * r + 1 if mirror else n
                 pos = torch.tensor(edge)
                 src = _reflect_index(pos[:, None] + torch.arange(-r, r + 1)[None], n)
-                cg = torch.zeros(len(edge), n, dtype=torch.float64)
-                cd = torch.zeros(len(edge), n, dtype=torch.float64)
+                cg = torch.zeros(len(edge), width, dtype=torch.float64)
+                cd = torch.zeros(len(edge), width, dtype=torch.float64)
                 cg.scatter_add_(1, src, g.expand(len(edge), -1).contiguous())
                 cd.scatter_add_(1, src, d.expand(len(edge), -1).contiguous())
-                prof[:, pos] = torch.stack([(cg * cg).sum(1), (cg * cd).sum(1), (cd * cd).sum(1)])
+                vals = torch.stack([(cg * cg).sum(1), (cg * cd).sum(1), (cd * cd).sum(1)])
+                prof[:, pos] = vals
+                if mirror:
+                    prof[:, n - r :] = vals.flip(1)
             out.append((r, prof))
         return out
 
@@ -578,7 +585,8 @@ class _ScaleSpace:
             torch.stack([(g * g).sum(), (g * d).sum(), (d * d).sum()])[:, None]
             for g, d in zip(gs, ds)
         ]
-        ratio = variance([p[:, list(b)] for (_, p), b in zip(profiles, block)]) / variance(inside)
+        ratio = variance([p[:, b.start : b.stop] for (_, p), b in zip(profiles, block)])
+        ratio = ratio / variance(inside)
         return ratio.clamp_min(1e-12).sqrt()
 
     def _gain(self, i: int) -> float:
