@@ -59,6 +59,24 @@ def test_survey_cadence_before_detection() -> None:
     np.testing.assert_allclose(p.coords.numpy(), [20.0, 25.0, 30.0])
 
 
+def test_follow_up_concentrates_observations_around_the_peak() -> None:
+    kw, tp = _transient(1)
+    g = np.random.default_rng(1)
+    run = follow_transient(
+        lambda tt: ref.bazin(np.asarray(tt), **kw) + g.normal(0, 0.05, np.size(tt)),
+        budget=14,
+        season=(0.0, 70.0),
+        flux_err=0.05,
+        draws=256,
+    )
+    near = int((np.abs(run.time - tp) < 6.0).sum())
+    regular = int((np.abs(np.linspace(0.0, 70.0, 14) - tp) < 6.0).sum())
+    assert near >= regular + 3, (run.time, tp)
+    assert run.phase[0] == "survey" and "follow-up" in run.phase
+    assert abs(run.t_peak - tp) < 3 * run.fit.t_peak_std + 0.2
+
+
+@pytest.mark.slow
 def test_follow_up_beats_regular_cadence_on_planted_transients() -> None:
     """Equal budget (16) and season, same estimator: the policy's median error is lower."""
     errs_policy, errs_regular = [], []
