@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -725,22 +724,16 @@ def _border_ratio_at(space: _ScaleSpace, idx: Tensor, s_idx: Tensor, shape: list
 class _TileThreads:
     """Context for the tiled path: torch ops single-threaded (intra-op threads on
     cache-sized tile ops mostly wait at their barriers, and stall badly when the machine
-    is busy), parallelism instead over tiles on ``workers`` threads: at most
-    ``torch.get_num_threads()``, and no more than the cores the 1-minute load average
-    leaves idle (plus this thread), so an oversubscribed machine runs one tile at a time.
-    The torch thread count is restored on exit."""
+    is oversubscribed), parallelism instead over tiles on as many threads as torch was
+    given (``torch.get_num_threads()``, which :func:`components.base.set_threads` and
+    ``LEARNDOCK_THREADS`` set deliberately).  The number of tile threads never changes
+    the result, only the speed.  The torch thread count is restored on exit."""
 
     def __enter__(self) -> int:
         self.n = torch.get_num_threads()
-        idle = float(self.n)
-        try:
-            idle = (os.cpu_count() or 1) - os.getloadavg()[0] + 1.0
-        except (AttributeError, OSError):  # no load average on this platform
-            pass
-        self.workers = max(1, min(self.n, round(idle)))
         if self.n > 1:
             torch.set_num_threads(1)
-        return self.workers
+        return max(1, self.n)
 
     def __exit__(self, *exc: object) -> None:
         if self.n > 1:
