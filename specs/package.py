@@ -736,7 +736,8 @@ def _example_in_child(package_dir: str, out: str) -> None:  # pragma: no cover -
     try:
         pkg = read_package(package_dir)
         got = run_example(load_component(pkg), pkg.example_input)
-        np.savez(out, **{k: np.asarray(v) for k, v in got.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in got.items()}
+        np.savez(out, **arrays)
     except BaseException as exc:  # reported to the parent verbatim
         first = str(exc).splitlines()[0] if str(exc) else ""
         Path(out + ".err").write_text(f"{type(exc).__name__}: {first}")
