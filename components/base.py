@@ -19,12 +19,13 @@ data for the RKME, and a small example input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Any, ClassVar
 
@@ -48,6 +49,7 @@ __all__ = [
     "resolve_device",
     "run_example",
     "set_threads",
+    "single_intra_op_thread",
 ]
 
 ENTRY_POINT_GROUP = "learndock.components"
@@ -425,6 +427,41 @@ def set_threads(n: int | None = None) -> int:
     n = max(1, int(n))
     torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
+    """Run the enclosed block with one torch intra-op thread; the count is restored after.
+
+    For work made of many small tensor operations (a few thousand to a million elements
+    each), where every operation on several threads is a fork-join whose threads mostly
+    wait for each other: one thread is faster, and does not stall when the machine is
+    busy.  The setting is process-wide, so the block should not run concurrently with
+    other threaded torch work that wants more threads.
+
+    Parameters
+    ----------
+    enabled : bool
+        False makes this a no-op (for call sites that decide by size or device).
+
+    Examples
+    --------
+    >>> n = torch.get_num_threads()
+    >>> with single_intra_op_thread():
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == n
+    True
+    """
+    n = torch.get_num_threads()
+    if not enabled or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def import_optional(module: str, extra: str) -> Any:

@@ -47,14 +47,14 @@ import itertools
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from components.base import Component
+from components.base import Component, single_intra_op_thread
 from pipelines.pipeline import Pipeline
 from specs.tasks import LEGACY_METHOD, Embedding, SolvedTask, TaskLibrary, mmd_batch
 
@@ -378,18 +378,7 @@ synchronisation of dozens of tiny kernels costs more than the arithmetic (measur
 2-core CI machine: 30 ms on one thread, up to 2 s on two)."""
 
 
-@contextlib.contextmanager
-def _one_thread(enabled: bool = True) -> Iterator[None]:
-    """Run the block with one intra-op torch thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    if not enabled or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+_one_thread = single_intra_op_thread
 
 
 # --------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from components._validation import (
     check_nonempty,
     check_positive,
 )
-from components.base import Component, Declaration
+from components.base import Component, Declaration, single_intra_op_thread
 from specs.semantic import SemanticSpec, TensorSchema
 
 __all__ = [
@@ -78,15 +78,8 @@ def _one_intra_op_thread(device: torch.device) -> Iterator[None]:
     with 2 threads against 5 s and 1 s with one, at load 15 on 2 cores).  CUDA work is
     left alone.
     """
-    n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1:
+    with single_intra_op_thread(device.type == "cpu"):
         yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _prepare(time: Any, flux: Any) -> tuple[Tensor, Tensor]:
