@@ -615,6 +615,22 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _provenance(
+    config: dict[str, Any], input_info: Any, output: dict[str, Any], cores: Any
+) -> dict[str, Any]:
+    """The ``provenance`` record of a batch job (image shards or ragged targets)."""
+    return {
+        "learndock_batch": 1,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(),
+        "config": _jsonable(config),
+        "versions": _versions(),
+        "git": _git_hash(),
+        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": cores},
+        "inputs": [_jsonable(input_info)],
+        "output": output,
+    }
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -1294,37 +1310,31 @@ def run_batch(
     done = completed_shards(out) & set(all_blocks)
     todo = [b for b in all_blocks if b not in done]
 
-    provenance = {
-        "learndock_batch": 1,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(),
-        "config": _jsonable(
-            {
-                "fn": fn_desc,
-                "halo": list(halo_t),
-                "scheduler": scheduler,
-                "n_workers": n_workers,
-                "threads_per_worker": threads_per_worker,
-                "memory_limit": mem,
-                "chunks": list(shard),
-                "output_dtype": out_dtype.str,
-                "output_key": output_key,
-                "device": device,
-                "durable": durable,
-                **dict(config or {}),
-            }
-        ),
-        "versions": _versions(),
-        "git": _git_hash(),
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": cores},
-        "inputs": [_jsonable(input_info)],
-        "output": {
+    provenance = _provenance(
+        {
+            "fn": fn_desc,
+            "halo": list(halo_t),
+            "scheduler": scheduler,
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "memory_limit": mem,
+            "chunks": list(shard),
+            "output_dtype": out_dtype.str,
+            "output_key": output_key,
+            "device": device,
+            "durable": durable,
+            **dict(config or {}),
+        },
+        input_info,
+        {
             "path": str(out),
             "array": "data",
             "shape": list(x.shape),
             "shards": list(shard),
             "dtype": out_dtype.str,
         },
-    }
+        cores,
+    )
     meta: dict[str, Any] = {
         "kind": "array",
         "array": "data",
@@ -1853,32 +1863,26 @@ def _run_ragged(
     all_tasks = list(range(len(bounds)))
     done = {t[0] for t in completed_shards(out) if len(t) == 1} & set(all_tasks)
     todo = [k for k in all_tasks if k not in done]
-    provenance: dict[str, Any] = {
-        "learndock_batch": 1,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(),
-        "config": _jsonable(
-            {
-                "fn": fn_desc,
-                "columns": list(columns),
-                "targets_per_task": tpt,
-                "quality_bitmask": quality_bitmask,
-                "quality_bits": quality_bits,
-                "scheduler": scheduler,
-                "n_workers": n_workers,
-                "threads_per_worker": threads_per_worker,
-                "memory_limit": mem,
-                "output_key": output_key,
-                "device": device,
-                "durable": durable,
-                **dict(config or {}),
-            }
-        ),
-        "versions": _versions(),
-        "git": _git_hash(),
-        "host": {"hostname": socket.gethostname(), "platform": platform.platform(), "cpus": cores},
-        "inputs": [_jsonable(input_info)],
-        "output": {"path": str(out), "parts": "parts", "n_targets": n, "n_tasks": len(bounds)},
-    }
+    provenance = _provenance(
+        {
+            "fn": fn_desc,
+            "columns": list(columns),
+            "targets_per_task": tpt,
+            "quality_bitmask": quality_bitmask,
+            "quality_bits": quality_bits,
+            "scheduler": scheduler,
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "memory_limit": mem,
+            "output_key": output_key,
+            "device": device,
+            "durable": durable,
+            **dict(config or {}),
+        },
+        input_info,
+        {"path": str(out), "parts": "parts", "n_targets": n, "n_tasks": len(bounds)},
+        cores,
+    )
     meta: dict[str, Any] = {
         "kind": "ragged-targets",
         "modality": ds.modality,
