@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
@@ -429,6 +430,10 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
+_intra_op_lock = threading.Lock()
+_intra_op_state = {"depth": 0, "saved": 1}
+
+
 @contextlib.contextmanager
 def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
     """Run the enclosed block with one torch intra-op thread; the count is restored after.
@@ -436,8 +441,9 @@ def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
     For work made of many small tensor operations (a few thousand to a million elements
     each), where every operation on several threads is a fork-join whose threads mostly
     wait for each other: one thread is faster, and does not stall when the machine is
-    busy.  The setting is process-wide, so the block should not run concurrently with
-    other threaded torch work that wants more threads.
+    busy.  Torch's thread count is process-wide: blocks entered concurrently from
+    several Python threads share one setting, and the count is restored when the last of
+    them exits (not when the first does).
 
     Parameters
     ----------
@@ -453,15 +459,22 @@ def single_intra_op_thread(enabled: bool = True) -> Iterator[None]:
     >>> torch.get_num_threads() == n
     True
     """
-    n = torch.get_num_threads()
-    if not enabled or n == 1:
+    if not enabled:
         yield
         return
-    torch.set_num_threads(1)
+    with _intra_op_lock:
+        if _intra_op_state["depth"] == 0:
+            _intra_op_state["saved"] = torch.get_num_threads()
+            if _intra_op_state["saved"] > 1:
+                torch.set_num_threads(1)
+        _intra_op_state["depth"] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        with _intra_op_lock:
+            _intra_op_state["depth"] -= 1
+            if _intra_op_state["depth"] == 0 and _intra_op_state["saved"] > 1:
+                torch.set_num_threads(_intra_op_state["saved"])
 
 
 def import_optional(module: str, extra: str) -> Any:

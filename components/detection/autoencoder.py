@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components._validation import as_float_tensor, check_nonempty, check_range
-from components.base import Component, Declaration
+from components.base import Component, Declaration, single_intra_op_thread
 from specs.semantic import SemanticSpec, TensorSchema
 
 __all__ = ["AutoencoderOutput", "ResidualAutoencoder"]
@@ -301,13 +301,9 @@ class ResidualAutoencoder(Component):
         self.train()
         # small batches of small convolutions gain nothing from intra-op threads and lose
         # a lot to oversubscription: train single-threaded below ~1M elements per batch
-        threads = torch.get_num_threads()
-        if tr[: int(batch_size)].numel() * max(_chans_total(self), 1) < (1 << 20):
-            torch.set_num_threads(1)
-        try:
+        small = tr[: int(batch_size)].numel() * max(_chans_total(self), 1) < (1 << 20)
+        with single_intra_op_thread(small):
             self._train_loop(tr, opt, int(epochs), int(batch_size), gen, view)
-        finally:
-            torch.set_num_threads(threads)
         loss_v = self._last_loss
         self.eval()
         with torch.no_grad():

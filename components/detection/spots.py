@@ -30,7 +30,7 @@ from components._validation import (
     check_nonempty,
     check_positive,
 )
-from components.base import Component, Declaration
+from components.base import Component, Declaration, single_intra_op_thread
 from specs.semantic import SemanticSpec, TensorSchema
 
 __all__ = ["SpotDetector", "SpotTable", "detect_spots", "spot_filter"]
@@ -731,13 +731,12 @@ class _TileThreads:
 
     def __enter__(self) -> int:
         self.n = torch.get_num_threads()
-        if self.n > 1:
-            torch.set_num_threads(1)
+        self._one = single_intra_op_thread()
+        self._one.__enter__()
         return max(1, self.n)
 
     def __exit__(self, *exc: object) -> None:
-        if self.n > 1:
-            torch.set_num_threads(self.n)
+        self._one.__exit__(None, None, None)
 
 
 def _map_tiles(fn: Any, items: list[Any], workers: int) -> list[Any]:
