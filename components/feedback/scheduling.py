@@ -347,17 +347,67 @@ def _candidates(
     windows: Sequence[tuple[float, float]] | None,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    c = torch.linspace(now, now + horizon, n + 1, dtype=dtype)[1:]
-    if windows:
-        ok = torch.zeros_like(c, dtype=torch.bool)
-        for a, b in windows:
-            if b < a:
-                raise ValueError(
-                    f"windows: expected (start, end) with start <= end, got ({a}, {b})"
-                )
-            ok |= (c >= a) & (c <= b)
-        c = c[ok]
-    return c
+    return _in_windows(torch.linspace(now, now + horizon, n + 1, dtype=dtype)[1:], windows)
+
+
+def _in_windows(times: torch.Tensor, windows: Sequence[tuple[float, float]] | None) -> torch.Tensor:
+    """The ``times`` inside at least one visibility window (all of them without windows)."""
+    if not windows:
+        return times
+    ok = torch.zeros_like(times, dtype=torch.bool)
+    for a, b in windows:
+        if b < a:
+            raise ValueError(f"windows: expected (start, end) with start <= end, got ({a}, {b})")
+        ok |= (times >= a) & (times <= b)
+    return times[ok]
+
+
+def _open_candidates(
+    t: torch.Tensor,
+    now: float,
+    horizon: float,
+    n: int,
+    windows: Sequence[tuple[float, float]] | None,
+    min_separation: float,
+) -> torch.Tensor:
+    """Candidate times in ``(now, now + horizon]``, inside the windows and at least
+    ``min_separation`` from every observation ``t`` already taken."""
+    cand = _candidates(now, horizon, n, windows, torch.float64)
+    if min_separation > 0 and cand.numel():
+        cand = cand[(cand[:, None] - t[None, :]).abs().min(1).values >= min_separation]
+    return cand
+
+
+def _greedy_select(
+    C: torch.Tensor,
+    offset: int,
+    cand: torch.Tensor,
+    n: int,
+    noise: float,
+    min_separation: float,
+    score: Callable[[torch.Tensor, list[int]], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy sequential design: up to ``n`` of the ``cand`` times, each the best by
+    ``score(C, chosen)`` among those at least ``min_separation`` from the ones chosen,
+    then conditioned on (rank-one update of the joint covariance ``C``, whose candidate
+    block starts at ``offset``; the update does not depend on the observed value).
+    Returns the chosen times in time order and their scores."""
+    chosen: list[int] = []
+    gains: list[float] = []
+    avail = torch.ones(len(cand), dtype=torch.bool)
+    for _ in range(n):
+        if not bool(avail.any()):
+            break
+        sc = score(C, chosen)
+        sc = torch.where(avail, sc, torch.full_like(sc, -math.inf))
+        j = int(sc.argmax())
+        chosen.append(j)
+        gains.append(float(sc[j]))
+        col = C[:, offset + j]
+        C = C - col[:, None] * col[None, :] / (C[offset + j, offset + j] + noise)
+        avail &= (cand - cand[j]).abs() >= max(min_separation, 1e-12)
+    order = np.argsort(cand[chosen].numpy(), kind="stable")
+    return cand[chosen][order], torch.tensor(gains, dtype=torch.float64)[order]
 
 
 def propose_times(
@@ -434,9 +484,7 @@ def propose_times(
     check_positive(min_separation, "min_separation", strict=False)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive number of proposals, got {n!r}")
-    cand = _candidates(now, horizon, n_candidates, windows, torch.float64)
-    if min_separation > 0 and cand.numel():
-        cand = cand[(cand[:, None] - t[None, :]).abs().min(1).values >= min_separation]
+    cand = _open_candidates(t, now, horizon, n_candidates, windows, min_separation)
     if cand.numel() == 0:
         return Proposal(
             coords=torch.zeros(0, dtype=torch.float64), gain=torch.zeros(0, dtype=torch.float64)
@@ -446,8 +494,6 @@ def propose_times(
     Z = torch.cat([grid, cand])
     G = len(grid)
     m, C = gp_posterior(t, f, e, Z, params)
-    chosen: list[int] = []
-    gains: list[float] = []
     if target == "peak_time":
         h = float(grid[1] - grid[0])
         D = torch.zeros(G, G, dtype=torch.float64)
@@ -467,36 +513,19 @@ def propose_times(
             raise ValueError(
                 f"target: 'period' needs kernel='quasi_periodic', got kernel={params.kernel!r}"
             )
-    avail = torch.ones(len(cand), dtype=torch.bool)
-    obs_t = t.clone()
-    for _ in range(n):
-        if not bool(avail.any()):
-            break
+
+    def score(C: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         Cgc = C[:G, G:]
         var_c = C[G:, G:].diagonal() + noise_new
         if target == "peak_time":
             A = D @ Cgc
-            score = (w[:, None] * A * A).sum(0) / var_c
-        elif target == "light_curve":
-            score = (Cgc * Cgc).sum(0) / var_c
-        else:
-            score = _period_information(obs_t, e, cand, params)
-        score = torch.where(avail, score, torch.full_like(score, -math.inf))
-        j = int(score.argmax())
-        chosen.append(j)
-        gains.append(float(score[j]))
-        # condition on the new observation (value-independent covariance update)
-        col = C[:, G + j]
-        C = C - col[:, None] * col[None, :] / (C[G + j, G + j] + noise_new)
-        avail &= (cand - cand[j]).abs() >= max(min_separation, 1e-12)
-        obs_t = torch.cat([obs_t, cand[j : j + 1]])
-    order = np.argsort(cand[chosen].numpy(), kind="stable")
-    times = cand[chosen][order]
-    return Proposal(
-        coords=times,
-        gain=torch.tensor(gains, dtype=torch.float64)[order],
-        settings={"target": target},
-    )
+            return (w[:, None] * A * A).sum(0) / var_c
+        if target == "light_curve":
+            return (Cgc * Cgc).sum(0) / var_c
+        return _period_information(torch.cat([t, cand[chosen]]), e, cand, params)
+
+    times, gains = _greedy_select(C, G, cand, n, noise_new, min_separation, score)
+    return Proposal(coords=times, gain=gains, settings={"target": target})
 
 
 def _period_information(
@@ -874,18 +903,12 @@ def propose_peak_times(
         times = times[times <= now + horizon] if n > 1 else times[:1]
         if start <= now:
             times = times[times > now]
-        if windows:
-            ok = torch.zeros_like(times, dtype=torch.bool)
-            for a, b in windows:
-                ok |= (times >= a) & (times <= b)
-            times = times[ok]
+        times = _in_windows(times, windows)
         if times.numel() == 0:
             return empty
         return Proposal(coords=times, gain=torch.zeros_like(times), settings={"phase": "survey"})
     fit = fit_bazin(t, f, sig, prior=prior)
-    cand = _candidates(now, horizon, n_candidates, windows, torch.float64)
-    if min_separation > 0 and cand.numel():
-        cand = cand[(cand[:, None] - t[None, :]).abs().min(1).values >= min_separation]
+    cand = _open_candidates(t, now, horizon, n_candidates, windows, min_separation)
     if cand.numel() == 0:
         return empty
     noise = float(sig.mean()) ** 2
@@ -905,25 +928,14 @@ def propose_peak_times(
         X = torch.nan_to_num(X)
         Xc = X - (w[:, None] * X).sum(0)
         C = (Xc * w[:, None]).T @ Xc  # weighted joint covariance of (t_peak, f(cand))
-    chosen: list[int] = []
-    gains: list[float] = []
-    avail = torch.ones(len(cand), dtype=torch.bool)
-    for _ in range(n):
-        if not bool(avail.any()):
-            break
-        score = C[0, 1:] ** 2 / (C.diagonal()[1:] + noise)
-        score = torch.nan_to_num(score, nan=-math.inf)
-        score = torch.where(avail, score, torch.full_like(score, -math.inf))
-        j = int(score.argmax())
-        chosen.append(j)
-        gains.append(float(score[j]))
-        col = C[:, 1 + j]
-        C = C - col[:, None] * col[None, :] / (C[1 + j, 1 + j] + noise)
-        avail &= (cand - cand[j]).abs() >= max(min_separation, 1e-12)
-    order = np.argsort(cand[chosen].numpy(), kind="stable")
+
+    def score(C: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+        return torch.nan_to_num(C[0, 1:] ** 2 / (C.diagonal()[1:] + noise), nan=-math.inf)
+
+    times, gains = _greedy_select(C, 1, cand, n, noise, min_separation, score)
     return Proposal(
-        coords=cand[chosen][order],
-        gain=torch.tensor(gains, dtype=torch.float64)[order],
+        coords=times,
+        gain=gains,
         settings={"phase": "follow-up", "t_peak": fit.t_peak, "t_peak_std": fit.t_peak_std},
     )
 
