@@ -615,6 +615,60 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _execute(
+    graph: dict[Any, Any],
+    keys: list[Any],
+    *,
+    store_name: str,
+    scheduler: str,
+    n_workers: int,
+    threads_per_worker: int,
+    memory_limit: Any,
+    cluster_options: Mapping[str, Any] | None,
+    cores: int,
+    progress: Any,
+    state: Path,
+    drain: Callable[[], None] | None = None,
+) -> None:
+    """Run a job's task graph on the local pool (torch threads shared out among the
+    workers, restored after) or on a distributed cluster; ``drain`` waits for pending
+    writes (also after a failure, so that started commits end).  Closes ``progress``."""
+    torch_threads = None
+    try:
+        torch = sys.modules.get("torch")
+        if scheduler in ("local", "synchronous"):
+            if torch is not None and scheduler == "local" and n_workers > 1:
+                torch_threads = torch.get_num_threads()
+                torch.set_num_threads(max(1, cores // n_workers))
+            _run_local(
+                graph,
+                keys,
+                store_name=store_name,
+                n_workers=n_workers,
+                synchronous=scheduler == "synchronous",
+                progress=progress,
+                state=state,
+            )
+            if drain is not None:
+                drain()
+        else:
+            with _cluster(
+                scheduler,
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                memory_limit=memory_limit,
+                cluster_options=cluster_options or {},
+            ) as client:
+                _run_distributed(graph, keys, client=client, progress=progress, state=state)
+    finally:
+        if drain is not None:
+            with contextlib.suppress(Exception):  # after a failure: let pending commits end
+                drain()
+        progress.close()
+        if torch_threads is not None:
+            sys.modules["torch"].set_num_threads(torch_threads)
+
+
 def _provenance(
     config: dict[str, Any], input_info: Any, output: dict[str, Any], cores: Any
 ) -> dict[str, Any]:
@@ -1384,38 +1438,20 @@ def run_batch(
 
         (optimized,) = dask.optimize(stored)  # blockwise fusion, as dask.compute would do
         graph, _ = cull(dict(optimized.__dask_graph__()), keys)
-        torch_threads = None
-        try:
-            torch = sys.modules.get("torch")
-            if scheduler in ("local", "synchronous"):
-                if torch is not None and scheduler == "local" and n_workers > 1:
-                    torch_threads = torch.get_num_threads()
-                    torch.set_num_threads(max(1, cores // n_workers))
-                _run_local(
-                    graph,
-                    keys,
-                    store_name=stored.name,
-                    n_workers=n_workers,
-                    synchronous=scheduler == "synchronous",
-                    progress=progress_bar,
-                    state=state,
-                )
-                writer.drain()
-            else:
-                with _cluster(
-                    scheduler,
-                    n_workers=n_workers,
-                    threads_per_worker=threads_per_worker,
-                    memory_limit=mem,
-                    cluster_options=cluster_options or {},
-                ) as client:
-                    _run_distributed(graph, keys, client=client, progress=progress_bar, state=state)
-        finally:
-            with contextlib.suppress(Exception):  # after a failure: let pending commits end
-                writer.drain()
-            progress_bar.close()
-            if torch_threads is not None:
-                sys.modules["torch"].set_num_threads(torch_threads)
+        _execute(
+            graph,
+            keys,
+            store_name=stored.name,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=mem,
+            cluster_options=cluster_options,
+            cores=cores,
+            progress=progress_bar,
+            state=state,
+            drain=writer.drain,
+        )
     else:
         progress_bar.close()
     missing = set(all_blocks) - completed_shards(out)
@@ -1913,35 +1949,19 @@ def _run_ragged(
         name = f"batch-targets-{token}"
         graph = {(name, k): (task, k) for k in todo}
         keys = [(name, k) for k in todo]
-        torch_threads = None
-        try:
-            torch = sys.modules.get("torch")
-            if scheduler in ("local", "synchronous"):
-                if torch is not None and scheduler == "local" and n_workers > 1:
-                    torch_threads = torch.get_num_threads()
-                    torch.set_num_threads(max(1, cores // n_workers))
-                _run_local(
-                    graph,
-                    keys,
-                    store_name=name,
-                    n_workers=n_workers,
-                    synchronous=scheduler == "synchronous",
-                    progress=progress_bar,
-                    state=state,
-                )
-            else:
-                with _cluster(
-                    scheduler,
-                    n_workers=n_workers,
-                    threads_per_worker=threads_per_worker,
-                    memory_limit=mem,
-                    cluster_options=cluster_options or {},
-                ) as client:
-                    _run_distributed(graph, keys, client=client, progress=progress_bar, state=state)
-        finally:
-            progress_bar.close()
-            if torch_threads is not None:
-                sys.modules["torch"].set_num_threads(torch_threads)
+        _execute(
+            graph,
+            keys,
+            store_name=name,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit=mem,
+            cluster_options=cluster_options,
+            cores=cores,
+            progress=progress_bar,
+            state=state,
+        )
     else:
         progress_bar.close()
     missing = set(all_tasks) - {t[0] for t in completed_shards(out) if len(t) == 1}
