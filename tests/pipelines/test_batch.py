@@ -10,7 +10,6 @@ with the reason when any of this is not possible.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +25,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from batch_kill import kill_mid_run, load_job
 from scipy import ndimage
 
 from components.base import Component
-from pipelines.batch import completed_shards, parse_memory, resolve_halo, run_batch
+from pipelines.batch import parse_memory, resolve_halo, run_batch
 from pipelines.io import open_dataset, write_lightcurve_zarr, write_ome_zarr, write_zarr
 
 
@@ -211,48 +210,15 @@ def main(inp, out):
 """
 
 
-def _load_job(directory: Path):
-    spec = importlib.util.spec_from_file_location("batchjob", directory / "batchjob.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["batchjob"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     rng = np.random.default_rng(11)
     x = rng.normal(100, 10, size=(16, 64, 64)).astype(np.float32)
     inp = write_zarr(x, tmp_path / "in.zarr", axes="tyx", chunks=(1, 32, 32), shards=(1, 32, 32))
-    (tmp_path / "batchjob.py").write_text(textwrap.dedent(_JOB))
-    out = tmp_path / "killed"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", f"import batchjob; batchjob.main({str(inp)!r}, {str(out)!r})"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     total = 16 * 2 * 2
-    deadline = time.monotonic() + 120
-    try:
-        while len(completed_shards(out)) < 12:
-            if proc.poll() is not None:
-                pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("batch job made no progress")
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    n_done = len(completed_shards(out))
+    out = tmp_path / "killed"
+    n_done = kill_mid_run(tmp_path, "batchjob", _JOB, inp, out, after=12, poll=0.02)
     assert 12 <= n_done < total, "the kill must land mid-run"
-    job = _load_job(tmp_path)
+    job = load_job(tmp_path, "batchjob")
     try:
         resumed = run_batch(job.slow_filter, inp, out, halo=(0, 6, 6), n_workers=2, progress=False)
         assert resumed.n_skipped == n_done and resumed.n_computed == total - n_done

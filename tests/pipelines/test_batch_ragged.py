@@ -8,21 +8,16 @@ to an uninterrupted run.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from batch_kill import kill_mid_run, load_job
 
 from components.detection.transits import Detrend, TransitSearch
-from pipelines.batch import completed_shards, read_table, read_targets, run_batch
+from pipelines.batch import read_table, read_targets, run_batch
 from pipelines.io import get_lightcurve, open_dataset, write_lightcurve_zarr
 from sample_data.lightcurves import light_curves
 
@@ -177,45 +172,12 @@ def main(inp, out):
 """
 
 
-def _load_job(directory: Path):
-    spec = importlib.util.spec_from_file_location("lcjob", directory / "lcjob.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["lcjob"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     inp, _ = _ragged_archive(tmp_path / "field.zarr", 36, 2.0, seed=5)
-    (tmp_path / "lcjob.py").write_text(textwrap.dedent(_JOB))
     out = tmp_path / "killed"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", f"import lcjob; lcjob.main({str(inp)!r}, {str(out)!r})"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while len(completed_shards(out)) < 8:
-            if proc.poll() is not None:
-                pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("batch job made no progress")
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    n_done = len(completed_shards(out))
+    n_done = kill_mid_run(tmp_path, "lcjob", _JOB, inp, out, after=8)
     assert 8 <= n_done < 36, "the kill must land mid-run"
-    job = _load_job(tmp_path)
+    job = load_job(tmp_path, "lcjob")
     try:
         resumed = run_batch(job.slow_detrend, inp, out, targets_per_task=1, progress=False)
         assert (resumed.n_skipped, resumed.n_computed) == (n_done, 36 - n_done)

@@ -7,21 +7,15 @@ the table after a SIGKILL and a resume equals the uninterrupted one byte for byt
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from batch_kill import kill_mid_run, load_job
 
 from components.detection.spots import SpotDetector
-from pipelines.batch import completed_shards, read_table, run_batch
+from pipelines.batch import read_table, run_batch
 from pipelines.io import write_zarr
 
 SIGMA = 1.5
@@ -142,49 +136,16 @@ def main(inp, out):
 """
 
 
-def _load_job(directory: Path):
-    spec = importlib.util.spec_from_file_location("spotjob", directory / "spotjob.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["spotjob"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_table_after_sigkill_and_resume_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(7)
     points = [tuple(p) for p in rng.uniform(3, 157, size=(50, 2))]
     points += [(32.0 * k, 32.0 * k + 5) for k in range(1, 5)]  # on shard borders
     img = _spots_image((160, 160), points, seed=3)
     inp = write_zarr(img, tmp_path / "in.zarr", axes="yx", chunks=(32, 32), shards=(32, 32))
-    (tmp_path / "spotjob.py").write_text(textwrap.dedent(_JOB))
     out = tmp_path / "killed"
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", f"import spotjob; spotjob.main({str(inp)!r}, {str(out)!r})"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while len(completed_shards(out)) < 8:
-            if proc.poll() is not None:
-                pytest.fail(f"batch job exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("batch job made no progress")
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    n_done = len(completed_shards(out))
+    n_done = kill_mid_run(tmp_path, "spotjob", _JOB, inp, out, after=8)
     assert 8 <= n_done < 25, "the kill must land mid-run"
-    job = _load_job(tmp_path)
+    job = load_job(tmp_path, "spotjob")
     try:
         resumed = run_batch(job.slow_spots, inp, out, halo=8, progress=False)
         assert (resumed.n_skipped, resumed.n_computed) == (n_done, 25 - n_done)
