@@ -669,6 +669,14 @@ def _execute(
             sys.modules["torch"].set_num_threads(torch_threads)
 
 
+def _write_job_record(state: Path, job: Mapping[str, Any], **extra: Any) -> None:
+    """Write ``.batch/job.json`` (the job's identity, compared on resume) atomically."""
+    tmp = state / "job.json.tmp"
+    record = {"job": _jsonable(job), **extra, "created": _dt.datetime.now(_dt.UTC).isoformat()}
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, state / "job.json")
+
+
 def _provenance(
     config: dict[str, Any], input_info: Any, output: dict[str, Any], cores: Any
 ) -> dict[str, Any]:
@@ -1338,19 +1346,7 @@ def run_batch(
             else None,
         )
         (state / "done").mkdir(parents=True, exist_ok=True)
-        tmp = state / "job.json.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "job": _jsonable(job),
-                    "dtype": out_dtype.str,
-                    "table": use_table,
-                    "created": _dt.datetime.now(_dt.UTC).isoformat(),
-                },
-                indent=2,
-            )
-        )
-        os.replace(tmp, state / "job.json")
+        _write_job_record(state, job, dtype=out_dtype.str, table=use_table)
     else:
         group = zarr.open_group(str(out), mode="r+")
         (state / "done").mkdir(parents=True, exist_ok=True)
@@ -1877,18 +1873,7 @@ def _run_ragged(
             shutil.rmtree(out)
         group: Any = zarr.open_group(str(out), mode="w", zarr_format=3)
         (state / "done").mkdir(parents=True, exist_ok=True)
-        tmp = state / "job.json.tmp"
-        tmp.write_text(
-            json.dumps(
-                {
-                    "job": _jsonable(job),
-                    "dtype": "record",
-                    "created": _dt.datetime.now(_dt.UTC).isoformat(),
-                },
-                indent=2,
-            )
-        )
-        os.replace(tmp, state / "job.json")
+        _write_job_record(state, job, dtype="record")
     else:
         group = zarr.open_group(str(out), mode="r+")
         (state / "done").mkdir(parents=True, exist_ok=True)
